@@ -1,0 +1,18 @@
+"""gcl-orchestrator: an S3-compatible bucket as an engine for computation graphs that grow while they run.
+
+The handler API is what handler modules import:
+
+    from gcl_orchestrator import handler
+
+    @handler("csv_profile")
+    def profile(ctx):
+        ...
+"""
+from .errors import GclError, PermanentHandlerError, SpecError
+from .model import ComputationSpec
+from .runtime.context import HandlerContext
+from .runtime.handlers import handler
+
+__version__ = "0.1.0"
+__all__ = ["handler", "HandlerContext", "ComputationSpec", "GclError", "SpecError", "PermanentHandlerError",
+           "__version__"]

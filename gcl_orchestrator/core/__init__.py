@@ -1,0 +1,4 @@
+"""The pure scheduling core: events in, instructions out, time passed in. Imports only `model` and `errors`."""
+from .scheduler import ComputationRecord, Rejection, Scheduler
+
+__all__ = ["Scheduler", "ComputationRecord", "Rejection"]

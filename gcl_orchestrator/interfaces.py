@@ -1,0 +1,148 @@
+"""Every pluggable part of gcl-orchestrator, with its contract: ObjectStore, EventSource, Executor.
+
+Implementations live in `storage/`, `sources/` and `runtime/executors.py`; each interface has a complete
+in-memory implementation that defines the reference semantics, and one contract test suite runs against all.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+from .model import ComputationFailed, ComputationSpec, ComputationSucceeded, ObjectCreated
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows of an object. `metadata` is None when the call did not fetch it (listings)."""
+
+    key: str
+    etag: str
+    size: int
+    modified: float  # seconds since the epoch
+    metadata: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    info: ObjectInfo
+    body: bytes
+
+
+class ObjectStore(abc.ABC):
+    """A flat namespace of immutable-once-written objects addressed by `/`-separated keys.
+
+    Contract, for every implementation:
+    - Keys are checked with `model.check_key(key, allow_reserved=True)`; a bad key raises InvalidKeyError before
+      any I/O. The reserved prefix (`.gclo/`) is writable here: policy about it lives above the store.
+    - Metadata names come back lower-cased; values are printable one-line ASCII (`model.normalize_metadata`),
+      anything else raises ValueError before any I/O.
+    - `put` and `create` are atomic: a reader sees the whole old object, the whole new one, or none, never a
+      part, and an object is never visible without its metadata.
+    - Missing objects raise ObjectNotFound; a server that may answer later raises TransientStorageError; one
+      that will not raises PermanentStorageError. Nothing else escapes, apart from the two ValueErrors above.
+    - Methods are thread-safe and may be called from several processes on the same store at once.
+    """
+
+    @property
+    @abc.abstractmethod
+    def uri(self) -> str:
+        """A string that `config.open_store` turns back into an equivalent store in another process."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> StoredObject:
+        """Body and info (with metadata) of `key`."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo:
+        """Info of `key` with its metadata, without the body."""
+
+    @abc.abstractmethod
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Write `key`, replacing any object there. Returns the new object's info (etag included)."""
+
+    @abc.abstractmethod
+    def create(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Write `key` only if no object is there; else raise ObjectAlreadyExists and change nothing.
+
+        Of several racing `create` calls on one key exactly one succeeds.
+        """
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`, in ascending key order, with `metadata=None`."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`. Removing a missing key is not an error (idempotent)."""
+
+    def close(self) -> None:
+        """Release connections. The default does nothing."""
+
+    def describe(self) -> str:
+        """A short name for logs; never contains credentials."""
+        return self.uri
+
+
+Emit = Callable[[object], None]
+
+
+class EventSource(abc.ABC):
+    """An emitter of ObjectCreated events into the orchestrator's one queue.
+
+    Contract:
+    - `start(emit)` returns promptly; events are then pushed with `emit(ObjectCreated(...))` from any thread.
+    - Delivery is at-least-once: an object written after `start` returned is reported at least once while the
+      source runs; duplicates are allowed (the runtime drops them by key and etag).
+    - Keys under the reserved prefix are never reported.
+    - `stop()` is idempotent, returns only when no more events will be emitted, and leaves no thread behind.
+    """
+
+    name: str = "source"
+
+    @abc.abstractmethod
+    def start(self, emit: Emit) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    """One attempt of one computation, as handed to an executor. Picklable: it crosses process boundaries."""
+
+    spec: ComputationSpec
+    attempt: int
+    store_uri: str
+
+
+class Executor(abc.ABC):
+    """Runs tasks somewhere and reports each outcome as an event into the orchestrator's queue.
+
+    Contract:
+    - `start(emit)` before any `submit`; `capacity` says how many tasks run at once (the core never submits
+      more than that).
+    - `submit(task)` never blocks on the task. Exactly one ComputationSucceeded or ComputationFailed is emitted
+      per submitted task, carrying the task's computation and attempt, also when the handler crashes its
+      worker, hangs past `stop`, or the worker cannot start.
+    - `stop(grace_s)` lets running tasks finish for up to `grace_s` seconds, then ends them; idempotent; leaves
+      no thread or process behind.
+    """
+
+    @property
+    @abc.abstractmethod
+    def capacity(self) -> int: ...
+
+    @abc.abstractmethod
+    def start(self, emit: Callable[[ComputationSucceeded | ComputationFailed], None]) -> None: ...
+
+    @abc.abstractmethod
+    def submit(self, task: Task) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self, grace_s: float = 5.0) -> None: ...
+
+
+__all__ = [
+    "ObjectInfo", "StoredObject", "ObjectStore", "EventSource", "Executor", "Task", "Emit", "ObjectCreated",
+]

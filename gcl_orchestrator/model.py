@@ -1,0 +1,284 @@
+"""Plain data shared by every layer: computation specs, the events the core consumes, the instructions it emits,
+object keys and metadata rules. Nothing here does I/O.
+"""
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .errors import InvalidKeyError
+
+# Keys under this prefix belong to gcl-orchestrator itself: state, sidecar GCL, local-store metadata, rules.
+RESERVED_PREFIX = ".gclo/"
+
+# User-metadata field names (S3: x-amz-meta-gcl, x-amz-meta-gcl-ref).
+META_GCL = "gcl"
+META_GCL_REF = "gcl-ref"
+
+PRIORITY_LEVELS: Mapping[str, int] = {"low": -100, "normal": 0, "high": 100, "critical": 200}
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+
+MAX_KEY_BYTES = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_key(key: str, *, allow_reserved: bool = False) -> str:
+    """Return `key` if it is a usable object key, else raise InvalidKeyError saying why.
+
+    One set of rules for every store, so a key that works on the local directory works on S3 and back:
+    relative, `/`-separated, no empty, `.` or `..` segment, no control characters, at most 1024 UTF-8 bytes.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidKeyError(str(key), "keys must be non-empty strings")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKeyError(key[:60] + "...", f"longer than {MAX_KEY_BYTES} bytes")
+    if _CONTROL.search(key):
+        raise InvalidKeyError(key, "contains a control character")
+    if key.startswith("/") or "\\" in key:
+        raise InvalidKeyError(key, "must be relative and use '/' as separator")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidKeyError(key, "has an empty, '.' or '..' path segment")
+    if not allow_reserved and is_reserved(key):
+        raise InvalidKeyError(key, f"the prefix {RESERVED_PREFIX!r} is reserved for gcl-orchestrator")
+    return key
+
+
+def is_reserved(key: str) -> bool:
+    return key.startswith(RESERVED_PREFIX) or key == RESERVED_PREFIX.rstrip("/")
+
+
+_META_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Lower-case metadata names and check that names and values survive an HTTP header.
+
+    Raises ValueError naming the field: values must be printable ASCII without newlines, because that is all
+    an `x-amz-meta-*` header carries unchanged on every server.
+    """
+    out: dict[str, str] = {}
+    for name, value in (metadata or {}).items():
+        lname = str(name).lower()
+        if not _META_NAME.match(lname):
+            raise ValueError(f"metadata name {name!r} must be lower-case letters, digits, '-' or '_'")
+        if not isinstance(value, str):
+            raise ValueError(f"metadata {name!r} must be a string, not {type(value).__name__}")
+        if not value.isascii() or _CONTROL.search(value):
+            raise ValueError(f"metadata {name!r} must be printable ASCII on one line")
+        out[lname] = value
+    return out
+
+
+def metadata_get(metadata: Mapping[str, str] | None, name: str) -> str | None:
+    """Case-insensitive metadata lookup (servers differ: `X-Amz-Meta-gcl`, `x-amz-meta-gcl`, `gcl`)."""
+    if not metadata:
+        return None
+    name = name.lower()
+    for key, value in metadata.items():
+        k = key.lower()
+        if k.startswith("x-amz-meta-"):
+            k = k[len("x-amz-meta-"):]
+        if k == name:
+            return value
+    return None
+
+
+# --- immutable containers --------------------------------------------------------------------------------------
+
+
+class FrozenDict(dict):
+    """A dict that refuses mutation, hashes, and pickles (specs cross process boundaries)."""
+
+    def _readonly(self, *_a: Any, **_k: Any) -> None:
+        raise TypeError("this mapping is immutable")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
+
+    def __reduce__(self) -> tuple:
+        return (FrozenDict, (dict(self),))
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({dict.__repr__(self)})"
+
+
+def freeze(value: Any) -> Any:
+    """Deep-freeze JSON-like data: dicts become FrozenDict, lists tuples."""
+    if isinstance(value, Mapping):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of freeze: plain dicts and lists, for handlers and JSON."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+# --- specs -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComputationSpec:
+    """One computation as GCL declares it. Built only by `spec.loader`, which validates every field.
+
+    `retry`, `timeout_s`, `resources`, `alternatives` and `notify` are validated and carried, and the scheduling
+    that acts on them arrives with the adaptive-scheduling work; they are kept here so specs round-trip unchanged.
+    """
+
+    computation: str
+    inputs: tuple[str, ...]
+    output: str
+    handler_type: str
+    priority: int = 0
+    params: FrozenDict = field(default_factory=FrozenDict)
+    retry: FrozenDict | None = None
+    timeout_s: float | None = None
+    resources: FrozenDict | None = None
+    alternatives: tuple[FrozenDict, ...] = ()
+    notify: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form, omitting fields left at their defaults (compact metadata)."""
+        out: dict[str, Any] = {
+            "computation": self.computation,
+            "handler_type": self.handler_type,
+            "inputs": list(self.inputs),
+            "output": self.output,
+        }
+        if self.priority:
+            out["priority"] = self.priority
+        if self.params:
+            out["params"] = thaw(self.params)
+        if self.retry is not None:
+            out["retry"] = thaw(self.retry)
+        if self.timeout_s is not None:
+            out["timeout_s"] = self.timeout_s
+        if self.resources is not None:
+            out["resources"] = thaw(self.resources)
+        if self.alternatives:
+            out["alternatives"] = thaw(self.alternatives)
+        if self.notify:
+            out["notify"] = list(self.notify)
+        return out
+
+
+# --- events from sources and executors (the one queue carries all of these) -------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    """A source noticed an object at `key`. `metadata` is None when the source could not see it (a HEAD is due)."""
+
+    key: str
+    etag: str | None = None
+    metadata: Mapping[str, str] | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ComputationSucceeded:
+    """A handler finished and its output is committed. `specs` are the ones it emitted (None: read metadata)."""
+
+    computation: str
+    attempt: int
+    output_etag: str | None
+    specs: tuple[ComputationSpec, ...] | None = ()
+    metadata: Mapping[str, str] | None = None
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ComputationFailed:
+    computation: str
+    attempt: int
+    error: str
+    permanent: bool = False
+    duration_s: float = 0.0
+
+
+# --- events the core consumes (the runtime resolves ObjectCreated into ObjectAvailable) -------------------------
+
+
+@dataclass(frozen=True)
+class ObjectAvailable:
+    """`key` exists in the store. `specs` came with it in GCL metadata; `gcl_error` says why its GCL was rejected."""
+
+    key: str
+    specs: tuple[ComputationSpec, ...] = ()
+    gcl_error: str | None = None
+
+
+@dataclass(frozen=True)
+class SpecsSubmitted:
+    """Specs that arrived without an object of their own (a rules match, a CLI or API submission)."""
+
+    source: str
+    specs: tuple[ComputationSpec, ...]
+
+
+CoreEvent = ObjectAvailable | SpecsSubmitted | ComputationSucceeded | ComputationFailed
+
+
+# --- instructions the core emits -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Run `spec` now (attempt numbers start at 1)."""
+
+    spec: ComputationSpec
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Tell the user that a spec from `source` was refused, and why. The core has already recorded it."""
+
+    source: str
+    computation: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Tell the user that a computation reached a final state (done, failed) without or after running."""
+
+    computation: str
+    state: "State"
+    detail: str = ""
+
+
+Instruction = Dispatch | Reject | Settle
+
+
+class State(str, enum.Enum):
+    WAITING = "waiting"
+    READY = "ready"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def priority_value(value: int | str) -> int:
+    """Named or integer priority to its integer; higher runs first."""
+    if isinstance(value, str):
+        return PRIORITY_LEVELS[value]
+    return int(value)
+
+
+def unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))

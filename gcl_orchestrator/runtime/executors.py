@@ -1,0 +1,240 @@
+"""Executors: where handlers run. `ThreadExecutor` runs them in this process (the reference, for tests with
+the in-memory store); `ProcessExecutor` runs them in worker processes, so a handler that crashes or hangs
+cannot take the orchestrator down, and a dead worker is replaced.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..interfaces import Executor, ObjectStore, Task
+from ..model import ComputationFailed, ComputationSucceeded
+from .handlers import HandlerRegistry
+from .worker import run_task, worker_main
+
+log = logging.getLogger("gclo.executor")
+Outcome = ComputationSucceeded | ComputationFailed
+
+
+class ThreadExecutor(Executor):
+    def __init__(self, workers: int, registry: HandlerRegistry, store: ObjectStore):
+        self._workers = workers
+        self._registry = registry
+        self._store = store
+        self._pool: ThreadPoolExecutor | None = None
+        self._emit: Callable[[Outcome], None] | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self._workers
+
+    def start(self, emit: Callable[[Outcome], None]) -> None:
+        self._emit = emit
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="gclo-handler")
+
+    def submit(self, task: Task) -> None:
+        assert self._pool is not None and self._emit is not None, "start() first"
+        emit = self._emit
+
+        def done(fut: Future[Outcome]) -> None:
+            exc = fut.exception()
+            emit(fut.result() if exc is None else
+                 ComputationFailed(task.spec.computation, task.attempt, f"executor error: {exc!r}"))
+
+        self._pool.submit(run_task, task, self._registry, self._store).add_done_callback(done)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    task: Task | None = None
+    ready: bool = False
+
+
+class ProcessExecutor(Executor):
+    """`workers` processes, each running one task at a time. One thread here feeds them and collects results.
+
+    A worker that dies mid-task (segfault, os._exit, OOM kill) turns into a ComputationFailed for that task and
+    is replaced. Workers load the handler sources themselves, so handlers cross the process boundary as
+    `--handlers` strings, never as pickled functions.
+    """
+
+    def __init__(self, workers: int, handler_sources: tuple[str, ...], store_uri: str,
+                 start_method: str = "forkserver"):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._n = workers
+        self._sources = tuple(handler_sources)
+        self._store_uri = store_uri
+        self._ctx = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            self._ctx.set_forkserver_preload(["gcl_orchestrator.runtime.worker"])
+        self._workers: list[_Worker] = []
+        self._pending: collections.deque[Task] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
+        self._grace_deadline = 0.0
+        self._fatal: str | None = None
+        self._thread: threading.Thread | None = None
+        self._emit: Callable[[Outcome], None] | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self._n
+
+    def start(self, emit: Callable[[Outcome], None]) -> None:
+        self._emit = emit
+        self._workers = [self._spawn(i) for i in range(self._n)]
+        self._thread = threading.Thread(target=self._loop, name="gclo-executor", daemon=True)
+        self._thread.start()
+
+    def _spawn(self, slot: int) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=worker_main, args=(child, self._sources, self._store_uri),
+                                 name=f"gclo-worker-{slot}", daemon=True)
+        proc.start()
+        child.close()
+        return _Worker(proc, parent)
+
+    def submit(self, task: Task) -> None:
+        with self._lock:
+            self._pending.append(task)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _fail(self, task: Task, error: str) -> None:
+        assert self._emit is not None
+        self._emit(ComputationFailed(task.spec.computation, task.attempt, error))
+
+    # --- the feeding thread ------------------------------------------------------------------------------------
+
+    def _assign(self) -> None:
+        for w in self._workers:
+            if not w.ready or w.task is not None:
+                continue
+            with self._lock:
+                if not self._pending:
+                    return
+                task = self._pending.popleft()
+            try:
+                w.conn.send(task)
+                w.task = task
+            except (OSError, ValueError) as exc:
+                with self._lock:
+                    self._pending.appendleft(task)  # the worker is dying; its sentinel will tell
+                log.debug("sending to %s failed: %s", w.process.name, exc)
+
+    def _receive(self, w: _Worker) -> bool:
+        """Handle one message from `w`; False when its pipe is closed (the sentinel handles the death)."""
+        try:
+            kind, payload = w.conn.recv()
+        except (EOFError, OSError):
+            return False
+        if kind == "ready":
+            w.ready = True
+        elif kind == "result":
+            w.task = None
+            assert self._emit is not None
+            self._emit(payload)
+        elif kind == "fatal":
+            self._fatal = payload
+            log.error("a worker process could not start: %s", payload)
+        return True
+
+    def _replace_dead(self, i: int) -> None:
+        w = self._workers[i]
+        w.process.join(timeout=1)
+        code = w.process.exitcode
+        if w.task is not None:
+            self._fail(w.task, f"its worker process died (exit code {code}) while running the handler")
+        w.conn.close()
+        if self._stopping or self._fatal:
+            self._workers[i] = _Worker(None, None)
+            return
+        log.warning("worker %s exited with code %s; starting a new one", w.process.name, code)
+        self._workers[i] = self._spawn(i)
+
+    def _loop(self) -> None:
+        while True:
+            alive = [w for w in self._workers if w.process is not None]
+            if self._fatal:
+                with self._lock:
+                    stranded, self._pending = list(self._pending), collections.deque()
+                for task in stranded:
+                    self._fail(task, f"no worker could start: {self._fatal}")
+            if self._stopping:
+                for w in alive:
+                    if w.task is None and w.process.is_alive():
+                        try:
+                            w.conn.send(None)
+                        except (OSError, ValueError):
+                            pass
+                busy = [w for w in alive if w.task is not None]
+                if not alive or (not busy and all(not w.process.is_alive() for w in alive)):
+                    break
+                if time.monotonic() > self._grace_deadline:
+                    for w in busy:
+                        w.process.kill()
+            else:
+                self._assign()
+            waitables: list[Any] = [self._wake_r]
+            for w in alive:
+                waitables += [w.conn, w.process.sentinel]
+            for ready in multiprocessing.connection.wait(waitables, timeout=0.5):
+                if ready == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    continue
+                for w in alive:
+                    if ready is w.conn:
+                        self._receive(w)
+            # Sentinels after connections, so a result sent just before a worker exited is not lost.
+            for i, w in enumerate(self._workers):
+                if w.process is not None and not w.process.is_alive():
+                    try:
+                        while w.conn.poll() and self._receive(w):
+                            pass
+                    except OSError:
+                        pass
+                    self._replace_dead(i)
+        for w in self._workers:
+            if w.process is not None:
+                w.process.join(timeout=2)
+                if w.process.is_alive():
+                    w.process.kill()
+                    w.process.join()
+                w.conn.close()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self._grace_deadline = time.monotonic() + grace_s
+        self._stopping = True
+        self._wake()
+        self._thread.join()
+        self._thread = None
+        with self._lock:
+            stranded, self._pending = list(self._pending), collections.deque()
+        for task in stranded:
+            self._fail(task, "the orchestrator stopped before this task started")
+        os.close(self._wake_r)
+        os.close(self._wake_w)

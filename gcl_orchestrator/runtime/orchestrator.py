@@ -1,0 +1,338 @@
+"""The orchestrator loop: drain the one event queue, turn source events into core events (reading GCL from
+metadata, sidecars or rules), feed the core, carry out its instructions, and keep the status in the store.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import queue
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Container, Mapping, Sequence
+
+from ..core import Scheduler
+from ..errors import GclError, ObjectNotFound, RulesError, SpecError, UnknownHandlerType
+from ..interfaces import EventSource, Executor, ObjectStore, Task
+from ..model import (
+    ComputationFailed,
+    ComputationSpec,
+    ComputationSucceeded,
+    Dispatch,
+    ObjectAvailable,
+    ObjectCreated,
+    Reject,
+    RESERVED_PREFIX,
+    Settle,
+    State,
+    is_reserved,
+)
+from ..spec import RuleSet, load_gcl, read_gcl_fields
+from ..spec.metadata import valid_sidecar_key
+from .status import build_status, write_status
+
+log = logging.getLogger("gclo")
+RULES_KEY = RESERVED_PREFIX + "rules.yaml"
+_STOP = object()
+
+
+class EventQueue:
+    """The one queue every emitter (sources, executors, later the HTTP API) pushes into."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, event: Any) -> None:
+        self._q.put(event)
+
+    def drain(self, timeout: float, limit: int = 10_000) -> list[Any]:
+        """Wait up to `timeout` for one event, then take whatever else is already there (up to `limit`)."""
+        try:
+            items = [self._q.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(items) < limit:
+            try:
+                items.append(self._q.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def empty(self) -> bool:
+        return self._q.empty()
+
+
+@dataclass
+class RunOptions:
+    until_idle: bool = False
+    quiet_s: float = 1.0  # --until-idle: how long nothing may happen before the run counts as finished
+    status_interval_s: float = 1.0
+    progress_interval_s: float = 5.0
+    stop_grace_s: float = 5.0
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    counts: dict[str, int]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    waiting: list[tuple[str, list[str]]] = field(default_factory=list)
+    rejected: int = 0
+    interrupted: bool = False
+
+
+SourceFactory = Callable[[Mapping[str, str]], Sequence[EventSource]]
+
+
+class Orchestrator:
+    """One run over one store. `make_sources(listing)` builds the event sources once the initial listing
+    (key -> etag) is known, so a polling source does not report the whole store again."""
+
+    def __init__(self, store: ObjectStore, executor: Executor, handler_types: Container[str], *,
+                 make_sources: SourceFactory, rules: RuleSet | None = None,
+                 options: RunOptions | None = None):
+        self.store = store
+        self.executor = executor
+        self.handler_types = handler_types
+        self.make_sources = make_sources
+        self.rules = rules or RuleSet()
+        self.options = options or RunOptions()
+        self.core = Scheduler(slots=executor.capacity)
+        self.queue = EventQueue()
+        self._etags: dict[str, str | None] = {}
+        self._incidents: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
+        self._sources: list[EventSource] = []
+        self._stop_requested = False
+        self._dirty = True
+        self._info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "state": "starting",
+                                      "store": store.describe(), "workers": executor.capacity}
+
+    # --- control -----------------------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Thread- and signal-safe: the loop stops at its next turn."""
+        self._stop_requested = True
+        self.queue.put(_STOP)
+
+    def run(self) -> RunResult:
+        opts = self.options
+        self._info["started_at"] = time.time()
+        self.executor.start(self.queue.put)
+        interrupted = False
+        try:
+            self._load_store_rules()
+            listing = self._initial_listing()
+            self._sources = list(self.make_sources({k: e for k, e in listing.items() if e is not None}))
+            for source in self._sources:
+                source.start(self.queue.put)
+            self._info["events"] = [s.name for s in self._sources]
+            self._info["state"] = "running"
+            log.info("store %s: %d objects; listening with %s; %d worker(s)", self.store.describe(),
+                     len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.capacity)
+            self._feed([ev for ev in (self._resolve(ObjectCreated(k, e, None, "listing"))
+                                      for k, e in listing.items()) if ev is not None])
+            last_event = last_status = last_progress = time.monotonic()
+            last_counts: dict[State, int] = {}
+            while not self._stop_requested:
+                events = self.queue.drain(timeout=0.1)
+                now = time.monotonic()
+                if events:
+                    last_event = now
+                    self._handle(events)
+                if self._dirty and now - last_status >= opts.status_interval_s:
+                    self._save_status()
+                    last_status = now
+                counts = self.core.counts()
+                if now - last_progress >= opts.progress_interval_s and counts != last_counts:
+                    log.info("progress: %s", _progress(counts))
+                    last_counts, last_progress = counts, now
+                if (opts.until_idle and self.core.is_quiescent() and self.queue.empty()
+                        and now - last_event >= opts.quiet_s):
+                    break
+            interrupted = self._stop_requested
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            for source in self._sources:
+                source.stop()
+            self.executor.stop(0.0 if interrupted else opts.stop_grace_s)
+            self._drain_after_stop()
+            self._info["state"] = "interrupted" if interrupted else "finished"
+            self._info["stopped_at"] = time.time()
+            self._save_status()
+        return self._result(interrupted)
+
+    # --- turning events into core events -----------------------------------------------------------------------
+
+    def _handle(self, events: list[Any]) -> None:
+        batch: list[Any] = []
+        for ev in events:
+            if ev is _STOP:
+                continue
+            if isinstance(ev, ObjectCreated):
+                resolved = self._resolve(ev)
+                if resolved is not None:
+                    batch.append(resolved)
+            elif isinstance(ev, ComputationSucceeded):
+                batch.extend(self._succeeded(ev))
+            elif isinstance(ev, ComputationFailed):
+                batch.append(ev)
+        if batch:
+            self._feed(batch)
+
+    def _resolve(self, ev: ObjectCreated) -> ObjectAvailable | None:
+        """An ObjectCreated becomes an ObjectAvailable with its specs, or None when it brings nothing new."""
+        key = ev.key
+        if is_reserved(key):
+            return None
+        if key in self._etags and (ev.etag is None or ev.etag == self._etags[key]):
+            return None  # duplicate notification
+        if self.core.producer_state(key) is State.RUNNING:
+            return None  # our own worker is writing it; its result brings the GCL without a HEAD
+        metadata = ev.metadata
+        etag = ev.etag
+        if metadata is None:
+            try:
+                info = self.store.head(key)
+            except ObjectNotFound:
+                return None  # deleted since it was reported
+            except GclError as exc:
+                self._incident(key, f"could not read metadata: {exc}")
+                return None  # not remembered, so a later notification or listing tries again
+            metadata, etag = info.metadata, info.etag
+        self._etags[key] = etag
+        specs, error = self._gcl_for(key, metadata)
+        return ObjectAvailable(key, specs, error)
+
+    def _gcl_for(self, key: str, metadata: Mapping[str, str] | None) -> tuple[tuple[ComputationSpec, ...], str | None]:
+        """Specs declared by an object's metadata (inline or sidecar), else by the rules; with the error, if any."""
+        fields = read_gcl_fields(metadata)
+        try:
+            if fields.text is not None:
+                return load_gcl(fields.text, source=key), None
+            if fields.ref is not None:
+                if not valid_sidecar_key(fields.ref):
+                    return (), f"gcl-ref {fields.ref!r} does not point into {RESERVED_PREFIX}gcl/"
+                try:
+                    body = self.store.get(fields.ref).body
+                except ObjectNotFound:
+                    return (), f"gcl-ref points to {fields.ref!r}, which does not exist"
+                return load_gcl(body, source=key), None
+            return self.rules.specs_for(key), None
+        except SpecError as exc:
+            return (), exc.one_line()
+        except GclError as exc:
+            return (), str(exc)
+
+    def _succeeded(self, ev: ComputationSucceeded) -> list[Any]:
+        rec = self.core.record(ev.computation)
+        if rec is None:
+            return []
+        output = rec.spec.output
+        self._etags[output] = ev.output_etag
+        extra: list[Any] = []
+        if ev.specs is None:  # the output was already there: its own metadata says what follows
+            specs, error = self._gcl_for(output, ev.metadata)
+            ev = dataclasses.replace(ev, specs=specs)
+            if error:
+                extra.append(ObjectAvailable(output, (), error))
+            log.info("done    %s: output %s was already there; kept it", ev.computation, output)
+        else:
+            emitted = f", emitted {len(ev.specs)}" if ev.specs else ""
+            log.info("done    %s -> %s (%.2fs%s)", ev.computation, output, ev.duration_s, emitted)
+        return [ev, *extra]
+
+    # --- feeding the core and carrying out its instructions ----------------------------------------------------
+
+    def _feed(self, events: list[Any]) -> None:
+        pending = events
+        while pending:
+            instructions = self.core.handle(pending, time.time())
+            pending = []
+            for ins in instructions:
+                if isinstance(ins, Dispatch):
+                    spec = ins.spec
+                    if spec.handler_type not in self.handler_types:
+                        pending.append(ComputationFailed(spec.computation, ins.attempt,
+                                                         str(UnknownHandlerType(spec.handler_type, _types(self.handler_types))),
+                                                         permanent=True))
+                        continue
+                    log.info("start   %s [%s]%s", spec.computation, spec.handler_type,
+                             f" attempt {ins.attempt}" if ins.attempt > 1 else "")
+                    self.executor.submit(Task(spec, ins.attempt, self.store.uri))
+                elif isinstance(ins, Reject):
+                    what = f" computation {ins.computation!r}" if ins.computation else ""
+                    log.warning("rejected GCL from %s%s: %s", ins.source, what, ins.reason)
+                elif isinstance(ins, Settle):
+                    if ins.state is State.FAILED:
+                        log.warning("FAILED  %s: %s", ins.computation, ins.detail)
+                    else:
+                        log.info("skip    %s: %s", ins.computation, ins.detail)
+        self._dirty = True
+
+    # --- start-up, status, end ---------------------------------------------------------------------------------
+
+    def _load_store_rules(self) -> None:
+        try:
+            text = self.store.get(RULES_KEY).body.decode("utf-8", "replace")
+        except ObjectNotFound:
+            return
+        try:
+            self.rules = self.rules + RuleSet.parse(text, source=RULES_KEY)
+            log.info("rules: %d from %s", len(self.rules.rules), RULES_KEY)
+        except RulesError as exc:
+            self._incident(RULES_KEY, f"ignored: {exc}")
+
+    def _initial_listing(self) -> dict[str, str | None]:
+        return {info.key: info.etag for info in self.store.list() if not is_reserved(info.key)}
+
+    def _incident(self, key: str | None, message: str) -> None:
+        log.warning("%s: %s", key or "orchestrator", message)
+        self._incidents.append({"at": time.time(), "key": key, "message": message})
+        self._dirty = True
+
+    def _save_status(self) -> None:
+        self._info["handlers"] = _types(self.handler_types)
+        try:
+            write_status(self.store, build_status(self.core, dict(self._info), self._incidents, time.time()))
+            self._dirty = False
+        except GclError as exc:
+            log.warning("could not write status to %s: %s", self.store.describe(), exc)
+
+    def _drain_after_stop(self) -> None:
+        """Outcomes the executor reported while stopping still count (a finished output is not 'running')."""
+        events = self.queue.drain(timeout=0.0)
+        outcomes = [e for e in events if isinstance(e, (ComputationSucceeded, ComputationFailed))]
+        if outcomes:
+            self._handle(outcomes)
+
+    def _result(self, interrupted: bool) -> RunResult:
+        counts = {s.value: n for s, n in self.core.counts().items()}
+        failed = [(r.name, r.last_error or "") for r in self.core.records() if r.state is State.FAILED]
+        waiting = [(r.name, sorted(r.missing)) for r in self.core.waiting()]
+        rejected = len(self.core.rejections)
+        log.info("finished: %s%s", _progress(self.core.counts()), f", {rejected} rejected spec(s)" if rejected else "")
+        for name, error in failed:
+            log.warning("  failed   %s: %s", name, error)
+        for name, missing in waiting:
+            log.warning("  waiting  %s: lacks %s", name, ", ".join(missing))
+        for r in self.core.rejections:
+            log.warning("  rejected GCL from %s%s: %s", r.source,
+                        f" computation {r.computation!r}" if r.computation else "", r.reason)
+        ok = not failed and not waiting and not rejected and not interrupted and \
+            counts.get("running", 0) == 0 and counts.get("ready", 0) == 0
+        code = 130 if interrupted else (0 if ok else 1)
+        return RunResult(code, counts, failed, waiting, rejected, interrupted)
+
+
+def _types(handler_types: Container[str]) -> tuple[str, ...]:
+    types = getattr(handler_types, "types", None)
+    return tuple(types()) if callable(types) else tuple(sorted(handler_types))  # type: ignore[arg-type]
+
+
+def _progress(counts: Mapping[State, int]) -> str:
+    total = sum(counts.values())
+    return (f"{counts[State.DONE]}/{total} done, {counts[State.RUNNING]} running, {counts[State.READY]} ready, "
+            f"{counts[State.WAITING]} waiting, {counts[State.FAILED]} failed")

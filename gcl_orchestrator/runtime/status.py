@@ -1,0 +1,125 @@
+"""The status document: what the orchestrator knows, written to `.gclo/state/status.json` in the store so that
+`gclo status` works from any process or machine, and rendered as a table for people.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable
+
+from ..core import Scheduler
+from ..errors import ObjectNotFound, StorageError
+from ..interfaces import ObjectStore
+from ..model import RESERVED_PREFIX, State
+
+STATUS_KEY = RESERVED_PREFIX + "state/status.json"
+FORMAT = 1
+
+
+def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Iterable[dict[str, Any]],
+                 now: float) -> dict[str, Any]:
+    """A full snapshot (a scan of the graph: taken on an interval, never per event)."""
+    computations = []
+    for rec in core.records():
+        item: dict[str, Any] = {
+            "computation": rec.name,
+            "state": rec.state.value,
+            "handler_type": rec.spec.handler_type,
+            "priority": rec.spec.priority,
+            "inputs": list(rec.spec.inputs),
+            "output": rec.spec.output,
+            "source": rec.source,
+            "attempts": rec.attempts,
+        }
+        if rec.missing:
+            item["missing"] = sorted(rec.missing)
+        if rec.last_error:
+            item["last_error"] = rec.last_error
+        if rec.note:
+            item["note"] = rec.note
+        if rec.started_at is not None and rec.finished_at is not None:
+            item["duration_s"] = round(rec.finished_at - rec.started_at, 4)
+        computations.append(item)
+    return {
+        "format": FORMAT,
+        "updated_at": now,
+        "orchestrator": orchestrator,
+        "counts": {s.value: n for s, n in core.counts().items()},
+        "computations": computations,
+        "rejected": [{"source": r.source, "computation": r.computation, "reason": r.reason, "at": r.at}
+                     for r in core.rejections],
+        "incidents": list(incidents),
+    }
+
+
+def write_status(store: ObjectStore, status: dict[str, Any]) -> None:
+    store.put(STATUS_KEY, json.dumps(status, separators=(",", ":")).encode(), {"content-type": "application/json"})
+
+
+def read_status(store: ObjectStore) -> dict[str, Any] | None:
+    """The last status written to `store`, or None when no orchestrator has run on it."""
+    try:
+        return json.loads(store.get(STATUS_KEY).body)
+    except ObjectNotFound:
+        return None
+    except ValueError as exc:
+        raise StorageError(f"{STATUS_KEY} in {store.describe()} is not valid JSON ({exc})") from None
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}min ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_status(status: dict[str, Any], now: float | None = None, *, state_filter: str | None = None) -> str:
+    now = time.time() if now is None else now
+    orch = status.get("orchestrator", {})
+    lines = []
+    updated = status.get("updated_at", now)
+    lines.append(f"orchestrator: {orch.get('state', '?')} (pid {orch.get('pid', '?')} on {orch.get('host', '?')}),"
+                 f" status written {_age(max(0.0, now - updated))}")
+    counts = status.get("counts", {})
+    total = sum(counts.values())
+    lines.append(f"computations: {total} — " + ", ".join(f"{counts.get(s.value, 0)} {s.value}" for s in State))
+    rows = [c for c in status.get("computations", []) if state_filter in (None, c["state"])]
+    if rows:
+        name_w = min(48, max(len("COMPUTATION"), *(len(c["computation"]) for c in rows)))
+        type_w = min(24, max(len("HANDLER"), *(len(c["handler_type"]) for c in rows)))
+        lines.append("")
+        lines.append(f"{'COMPUTATION':<{name_w}}  {'STATE':<8}  {'HANDLER':<{type_w}}  {'TRIES':>5}  DETAIL")
+        order = {s.value: i for i, s in enumerate([State.FAILED, State.RUNNING, State.READY, State.WAITING,
+                                                   State.DONE])}
+        for c in sorted(rows, key=lambda c: (order.get(c["state"], 9), c["computation"])):
+            if c.get("last_error"):
+                detail = "error: " + c["last_error"]
+            elif c.get("missing"):
+                detail = "waiting for " + ", ".join(c["missing"])
+            elif c.get("note"):
+                detail = c["note"]
+            else:
+                detail = "-> " + c["output"]
+            lines.append(f"{_clip(c['computation'], name_w):<{name_w}}  {c['state']:<8}  "
+                         f"{_clip(c['handler_type'], type_w):<{type_w}}  {c['attempts']:>5}  {_clip(detail, 100)}")
+    rejected = status.get("rejected", [])
+    if rejected and state_filter is None:
+        lines.append("")
+        lines.append(f"rejected GCL ({len(rejected)}):")
+        for r in rejected:
+            what = f" computation {r['computation']!r}" if r.get("computation") else ""
+            lines.append(f"  from {r['source']!r}{what}: {_clip(r['reason'], 300)}")
+    incidents = status.get("incidents", [])
+    if incidents and state_filter is None:
+        lines.append("")
+        lines.append(f"incidents ({len(incidents)}, newest last):")
+        for i in incidents[-20:]:
+            lines.append(f"  {time.strftime('%H:%M:%S', time.localtime(i['at']))} {i.get('key') or '-'}: "
+                         f"{_clip(i['message'], 300)}")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""Running one task: call the handler, encode its result, write the output with the emitted GCL.
+`run_task` is shared by every executor; `worker_main` is the loop of a worker process.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from ..errors import (
+    GclError,
+    HandlerError,
+    ObjectAlreadyExists,
+    PermanentHandlerError,
+    SpecError,
+    StorageError,
+    TransientStorageError,
+    UnknownHandlerType,
+)
+from ..interfaces import ObjectStore, Task
+from ..model import ComputationFailed, ComputationSucceeded
+from ..spec import encode_gcl
+from .context import HandlerContext
+from .handlers import HandlerRegistry, describe_exception
+
+log = logging.getLogger("gclo.worker")
+
+
+def encode_result(value: Any) -> bytes:
+    """bytes stay bytes, str becomes UTF-8, anything else JSON."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=1, default=None).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise HandlerError(f"the handler returned {type(value).__name__}, which is neither bytes, str nor "
+                           f"JSON data ({exc})") from None
+
+
+def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore) -> ComputationSucceeded | ComputationFailed:
+    spec = task.spec
+    started = time.perf_counter()
+
+    def failed(error: str, permanent: bool = False) -> ComputationFailed:
+        return ComputationFailed(spec.computation, task.attempt, error, permanent, time.perf_counter() - started)
+
+    fn = registry.get(spec.handler_type)
+    if fn is None:
+        return failed(str(UnknownHandlerType(spec.handler_type, registry.types())), permanent=True)
+    ctx = HandlerContext(spec, task.attempt, store)
+    try:
+        result = fn(ctx)
+        body = encode_result(result)
+    except PermanentHandlerError as exc:
+        return failed(f"gave up: {describe_exception(exc)}", permanent=True)
+    except SpecError as exc:
+        return failed(f"emitted invalid GCL: {exc.one_line()}")
+    except Exception as exc:
+        return failed(describe_exception(exc))
+    except SystemExit as exc:
+        return failed(f"the handler called exit({exc.code})")
+
+    encoded = encode_gcl(ctx.emitted)
+    try:
+        if encoded.sidecar_key is not None:
+            store.put(encoded.sidecar_key, encoded.sidecar_body or b"", None)
+        try:
+            info = store.create(spec.output, body, encoded.metadata)
+        except ObjectAlreadyExists:
+            # Someone committed this output first (an earlier attempt or another writer): theirs stands.
+            existing = store.head(spec.output)
+            return ComputationSucceeded(spec.computation, task.attempt, existing.etag, None, existing.metadata,
+                                        time.perf_counter() - started)
+    except TransientStorageError as exc:
+        return failed(f"could not write output {spec.output!r}: {exc}")
+    except (StorageError, ValueError) as exc:
+        return failed(f"could not write output {spec.output!r}: {exc}", permanent=True)
+    return ComputationSucceeded(spec.computation, task.attempt, info.etag, ctx.emitted, None,
+                                time.perf_counter() - started)
+
+
+def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str) -> None:
+    """A worker process: build the registry and store once, then run tasks from `conn` until None or EOF."""
+    # Ctrl-C reaches the whole process group; the orchestrator decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ..storage import open_store  # the storage layer is only needed in the worker
+
+    try:
+        registry = HandlerRegistry.from_sources(handler_sources)
+        store = open_store(store_uri)
+    except GclError as exc:
+        conn.send(("fatal", str(exc)))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        conn.send(("result", run_task(task, registry, store)))

@@ -1,0 +1,80 @@
+"""The filesystem-watch source for the local directory store (watchdog: inotify, FSEvents, kqueue...).
+
+Reports a file when it is closed after writing or renamed into place, so a `cp` still in progress is never
+reported; a file moved in from elsewhere (no write) is reported on creation when its mtime is not fresh.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from ..errors import InvalidKeyError
+from ..interfaces import Emit, EventSource
+from ..model import ObjectCreated, check_key
+from ..storage.local import _version
+
+FRESH_S = 1.0
+
+
+class LocalWatchSource(EventSource):
+    name = "watch"
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+        self._observer: Observer | None = None
+
+    def _key(self, path: str | bytes) -> str | None:
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        try:
+            rel = Path(path).relative_to(self.root).as_posix()
+            return check_key(rel)  # also drops the reserved prefix and names no key can have
+        except (ValueError, InvalidKeyError):
+            return None
+
+    def _report(self, emit: Emit, path: str | bytes, require_settled: bool) -> None:
+        key = self._key(path)
+        if key is None:
+            return
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # gone again
+        if require_settled and time.time() - st.st_mtime < FRESH_S:
+            return  # being written: its close event will follow
+        emit(ObjectCreated(key, _version(st), None, self.name))
+
+    def start(self, emit: Emit) -> None:
+        source = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.is_directory:
+                    return
+                if isinstance(event, FileClosedEvent):
+                    source._report(emit, event.src_path, False)
+                elif isinstance(event, FileMovedEvent):
+                    source._report(emit, event.dest_path, False)
+                elif isinstance(event, FileCreatedEvent):
+                    source._report(emit, event.src_path, True)
+
+        self._observer = Observer()
+        self._observer.schedule(Handler(), str(self.root), recursive=True)
+        self._observer.daemon = True
+        self._observer.start()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+            self._observer = None

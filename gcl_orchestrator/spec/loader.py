@@ -1,0 +1,277 @@
+"""The GCL loader: text (YAML or JSON; one computation, a list, or several YAML documents) to immutable specs.
+
+Every problem is collected with its field path and line before one SpecError is raised. YAML is composed with
+the safe loader and converted by hand, so aliases, nesting depth and document size are bounded.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterable, Mapping
+
+import jsonschema
+import yaml
+
+from ..errors import InvalidKeyError, Problem, SpecError
+from ..model import ComputationSpec, check_key, freeze, priority_value
+
+MAX_TEXT_BYTES = 1 << 20  # one GCL document
+MAX_NODES = 100_000  # values after alias expansion: bounds "billion laughs"
+MAX_DEPTH = 64
+MAX_SPECS = 10_000  # computations in one document: bounds runaway fan-outs
+
+Path = tuple[str | int, ...]
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The GCL JSON Schema shipped with the package."""
+    text = resources.files(__package__).joinpath("gcl.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema())
+    return cls(schema())
+
+
+def render_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- text to plain data, with line numbers ---------------------------------------------------------------------
+
+
+class _Converter:
+    """Turns composed YAML nodes into JSON-like data, recording the line of every field path."""
+
+    def __init__(self) -> None:
+        self.lines: dict[Path, int] = {}
+        self.problems: list[tuple[Path, str]] = []
+        self.nodes = 0
+        self._scalars = yaml.constructor.SafeConstructor()
+
+    def convert(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooBig(f"more than {MAX_NODES} values (after expanding YAML aliases)")
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels")
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.convert(key_node, path + ("<key>",), depth + 1)
+                if not isinstance(key, str):
+                    key = str(key)
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+                if key in out:
+                    self.problems.append((path + (key,), "field given twice"))
+                out[key] = self.convert(value_node, path + (key,), depth + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        tag = node.tag.rsplit(":", 1)[-1]
+        if tag in ("int", "float", "bool", "null"):
+            return self._scalars.construct_object(node)
+        if tag in ("str", "timestamp"):
+            return node.value  # dates stay strings: GCL is JSON-shaped
+        self.problems.append((path, f"unsupported YAML tag {node.tag!r}"))
+        return None
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _parse(text: str) -> tuple[list[Any], dict[Path, int], list[tuple[Path, str]]]:
+    """Documents of `text`, the line of each field path (paths start with the document index), and the
+    problems found while parsing. Raises SpecError when the text cannot be parsed at all."""
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "[") and "\n" not in stripped.rstrip():
+        # Fast path for one-line JSON (what metadata carries). Anything else goes through YAML for line numbers.
+        try:
+            return [json.loads(text)], {}, []
+        except (ValueError, RecursionError):
+            pass  # maybe flow-style YAML: let the YAML parser say
+    conv = _Converter()
+    docs: list[Any] = []
+    try:
+        for index, node in enumerate(yaml.compose_all(text, Loader=yaml.SafeLoader)):
+            if node is not None:
+                docs.append(conv.convert(node, (index,)))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        msg = f"not valid YAML or JSON: {exc.problem}" + (f" ({exc.context})" if exc.context else "")
+        raise SpecError([Problem("", msg, mark.line + 1 if mark else None)]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem("", f"not valid YAML or JSON: {exc}")]) from None
+    except _TooBig as exc:
+        raise SpecError([Problem("", f"document too large: {exc}")]) from None
+    except RecursionError:
+        raise SpecError([Problem("", f"document too large: nested deeper than {MAX_DEPTH} levels")]) from None
+    return docs, conv.lines, conv.problems
+
+
+# --- plain data to specs ---------------------------------------------------------------------------------------
+
+
+def _schema_problems(err: jsonschema.ValidationError) -> list[tuple[Path, str]]:
+    path: Path = tuple(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return [(path + (k,), f"unknown field{hint}") for k in err.instance if k not in allowed]
+    return [_schema_problem(err, path)]
+
+
+def _schema_problem(err: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
+    v = err.validator
+    if v == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return path, f"missing required field '{missing}'"
+    if v == "type":
+        return path, f"must be {_article(err.validator_value)}, not {_json_type(err.instance)}"
+    if v == "pattern":
+        return path, f"{err.instance!r} does not match the pattern {err.validator_value}"
+    if v == "not" and path and isinstance(err.instance, str):
+        return path, f"{err.instance!r} is under the reserved prefix '.gclo/'"
+    if v == "oneOf" and path and path[-1] == "priority":
+        return path, f"{err.instance!r} is not a priority: use low, normal, high, critical or an integer -1000..1000"
+    if v == "uniqueItems":
+        return path, "has duplicate items"
+    return path, err.message
+
+
+def _article(t: Any) -> str:
+    if isinstance(t, list):
+        return " or ".join(_article(x) for x in t)
+    return {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+            "number": "a number", "boolean": "true or false"}.get(t, str(t))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tuple[Path, str]]]:
+    found: list[tuple[Path, str]] = []
+    if not isinstance(item, Mapping):
+        return None, [(path, f"a computation must be a mapping, not {_json_type(item)}")]
+    for err in _validator().iter_errors(item):
+        found.extend((path + p, msg) for p, msg in _schema_problems(err))
+    # Key rules beyond the schema ('..', control characters), checked even when other fields are wrong.
+    output, inputs = item.get("output"), item.get("inputs")
+    keys: list[tuple[Path, Any]] = [(("output",), output)]
+    if isinstance(inputs, list):
+        keys += [(("inputs", i), k) for i, k in enumerate(inputs)]
+    for where, key in keys:
+        if isinstance(key, str) and key and not key.startswith(".gclo/"):
+            try:
+                check_key(key)
+            except InvalidKeyError as exc:
+                found.append((path + where, exc.reason))
+    if isinstance(inputs, list) and isinstance(output, str) and output in inputs:
+        found.append((path + ("output",), f"{output!r} is also an input: a computation cannot read its own output"))
+    if found:
+        return None, found
+    spec = ComputationSpec(
+        computation=item["computation"],
+        inputs=tuple(item["inputs"]),
+        output=item["output"],
+        handler_type=item["handler_type"],
+        priority=priority_value(item.get("priority", 0)),
+        params=freeze(item.get("params") or {}),
+        retry=freeze(item["retry"]) if "retry" in item else None,
+        timeout_s=float(item["timeout_s"]) if "timeout_s" in item else None,
+        resources=freeze(item["resources"]) if "resources" in item else None,
+        alternatives=freeze(item.get("alternatives", [])),
+        notify=tuple(item.get("notify", [])),
+    )
+    return spec, []
+
+
+def specs_from_data(docs: list[Any], lines: Mapping[Path, int] | None = None,
+                    source: str | None = None,
+                    parse_problems: Iterable[tuple[Path, str]] = ()) -> tuple[ComputationSpec, ...]:
+    """Validate already-parsed documents (each a mapping or a list of mappings) into specs, or raise SpecError."""
+    lines = lines or {}
+    multi = len(docs) > 1
+    problems: list[Problem] = []
+    specs: list[ComputationSpec] = []
+    seen: dict[str, str] = {}
+
+    def problem(full: Path, message: str) -> None:
+        shown = full[1:]
+        text = render_path(shown)
+        if multi:
+            text = f"document {full[0] + 1}" + (f": {text}" if text else "")
+        line = None
+        for cut in range(len(full), 0, -1):
+            if full[:cut] in lines:
+                line = lines[full[:cut]]
+                break
+        problems.append(Problem(text, message, line))
+
+    for p, msg in parse_problems:
+        problem(p, msg)
+    if not docs:
+        problems.append(Problem("", "empty document: expected a computation or a list of computations"))
+    for d, doc in enumerate(docs):
+        items = doc if isinstance(doc, list) else [doc]
+        base: Path = (d,)
+        if isinstance(doc, list) and not doc:
+            problem(base, "empty list: expected at least one computation")
+        for i, item in enumerate(items):
+            path = base + ((i,) if isinstance(doc, list) else ())
+            spec, found = _check_one(item, path)
+            for p, msg in found:
+                problem(p, msg)
+            if spec is None:
+                continue
+            where = render_path(path[1:]) or "(document)"
+            if spec.computation in seen:
+                problem(path + ("computation",), f"{spec.computation!r} is also declared at {seen[spec.computation]}")
+                continue
+            seen[spec.computation] = where
+            specs.append(spec)
+    if len(specs) > MAX_SPECS:
+        problems.append(Problem("", f"{len(specs)} computations in one document; the limit is {MAX_SPECS}"))
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.path))
+        raise SpecError(problems, source)
+    return tuple(specs)
+
+
+def load_gcl(text: str | bytes, source: str | None = None) -> tuple[ComputationSpec, ...]:
+    """Parse and validate GCL text. Returns the specs in document order, or raises SpecError naming every problem.
+
+    `source` (a file name or object key) is named in the error.
+    """
+    if isinstance(text, bytes):
+        if len(text) > MAX_TEXT_BYTES:
+            raise SpecError([Problem("", f"document too large: {len(text)} bytes, limit {MAX_TEXT_BYTES}")], source)
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError([Problem("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")], source) from None
+    if len(text) > MAX_TEXT_BYTES:
+        raise SpecError([Problem("", f"document too large: more than {MAX_TEXT_BYTES} characters")], source)
+    try:
+        docs, lines, parse_problems = _parse(text)
+    except SpecError as exc:
+        raise SpecError(exc.problems, source) from None
+    return specs_from_data(docs, lines, source, parse_problems)
+
+
+def spec_from_mapping(fields: Mapping[str, Any], source: str | None = None) -> ComputationSpec:
+    """Validate one computation given as a mapping (what `ctx.emit` and rules produce)."""
+    return specs_from_data([dict(fields)], None, source)[0]

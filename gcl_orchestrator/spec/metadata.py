@@ -1,0 +1,73 @@
+"""GCL carried in object metadata: the `gcl` field (compact JSON) or, when too large or not ASCII, a sidecar
+object under `.gclo/gcl/` named by its content hash and referenced from the `gcl-ref` field.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from ..model import META_GCL, META_GCL_REF, RESERVED_PREFIX, ComputationSpec, metadata_get
+
+# AWS counts the UTF-8 bytes of every user-metadata name and value against 2 KB. Other servers don't enforce it,
+# but a pipeline that works locally must work on AWS, so every store is held to it.
+METADATA_LIMIT_BYTES = 2048
+SIDECAR_PREFIX = RESERVED_PREFIX + "gcl/"
+
+
+@dataclass(frozen=True)
+class EncodedGcl:
+    """Metadata fields to write, and the sidecar object (key, body) to write first when there is one."""
+
+    metadata: dict[str, str]
+    sidecar_key: str | None = None
+    sidecar_body: bytes | None = None
+
+
+def specs_to_text(specs: Sequence[ComputationSpec]) -> str:
+    data = [s.to_dict() for s in specs]
+    return json.dumps(data[0] if len(data) == 1 else data, separators=(",", ":"), ensure_ascii=False,
+                      sort_keys=True)
+
+
+def metadata_size(metadata: Mapping[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+
+
+def encode_gcl(specs: Sequence[ComputationSpec], other: Mapping[str, str] | None = None,
+               limit: int = METADATA_LIMIT_BYTES) -> EncodedGcl:
+    """Metadata carrying `specs` next to `other` user metadata, inline when it fits, else via a sidecar."""
+    other = dict(other or {})
+    if not specs:
+        return EncodedGcl(other)
+    text = specs_to_text(specs)
+    inline = {**other, META_GCL: text}
+    if text.isascii() and metadata_size(inline) <= limit:
+        return EncodedGcl(inline)
+    body = text.encode("utf-8")
+    key = SIDECAR_PREFIX + hashlib.sha256(body).hexdigest() + ".json"
+    return EncodedGcl({**other, META_GCL_REF: key}, key, body)
+
+
+@dataclass(frozen=True)
+class GclReference:
+    """What an object's metadata says about its GCL: inline text, a sidecar key, or neither."""
+
+    text: str | None = None
+    ref: str | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.text is not None or self.ref is not None
+
+
+def read_gcl_fields(metadata: Mapping[str, str] | None) -> GclReference:
+    """Find the GCL fields in metadata, whatever case the server gave the names."""
+    return GclReference(metadata_get(metadata, META_GCL), metadata_get(metadata, META_GCL_REF))
+
+
+def valid_sidecar_key(ref: str) -> bool:
+    """A `gcl-ref` may only point into the sidecar area: metadata must not make us read arbitrary keys."""
+    name = ref[len(SIDECAR_PREFIX):] if ref.startswith(SIDECAR_PREFIX) else ""
+    return bool(name) and "/" not in name and name.endswith(".json") and ".." not in name

@@ -1,0 +1,31 @@
+"""ObjectStore implementations and `open_store`, which turns a store URI or directory into one."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..interfaces import ObjectStore
+from .local import LocalDirectoryStore
+from .memory import MemoryObjectStore
+from .retry import RetryingStore
+
+
+def open_store(uri: str, *, retry: bool = True, create: bool = True) -> ObjectStore:
+    """`file://DIR`, a plain directory path, or `memory://NAME` (shared within one process).
+
+    The store comes wrapped in the one retry policy for transient errors unless `retry` is False.
+    """
+    if not uri:
+        raise ConfigError("no store given: pass --store DIR, file://DIR or memory://NAME")
+    if uri.startswith("memory://"):
+        store: ObjectStore = MemoryObjectStore.named(uri[len("memory://"):] or "default")
+    elif uri.startswith("file://"):
+        store = LocalDirectoryStore(uri[len("file://"):], create=create)
+    elif "://" in uri:
+        scheme = uri.split("://", 1)[0]
+        raise ConfigError(f"unsupported store {uri!r}: scheme {scheme!r} is not available in this version "
+                          "(use a directory, file://DIR or memory://NAME)")
+    else:
+        store = LocalDirectoryStore(uri, create=create)
+    return RetryingStore(store) if retry else store
+
+
+__all__ = ["open_store", "LocalDirectoryStore", "MemoryObjectStore", "RetryingStore"]

@@ -1,0 +1,66 @@
+"""Transient storage failures are retried here and nowhere else: a wrapper that runs every ObjectStore call
+inside one tenacity policy (exponential backoff with jitter, bounded). Backends only classify their errors.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterator, Mapping, TypeVar
+
+import tenacity
+
+from ..errors import TransientStorageError
+from ..interfaces import ObjectInfo, ObjectStore, StoredObject
+
+log = logging.getLogger("gclo.storage")
+T = TypeVar("T")
+
+
+class RetryingStore(ObjectStore):
+    """Delegates to `inner`, retrying TransientStorageError for up to `give_up_after_s` seconds."""
+
+    def __init__(self, inner: ObjectStore, give_up_after_s: float = 60.0, first_wait_s: float = 0.1,
+                 max_wait_s: float = 5.0):
+        self.inner = inner
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientStorageError),
+            wait=tenacity.wait_exponential_jitter(initial=first_wait_s, max=max_wait_s),
+            stop=tenacity.stop_after_delay(give_up_after_s),
+            before_sleep=self._say_waiting,
+            reraise=True,
+        )
+
+    def _say_waiting(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("store %s not answering (%s); retry %d in %.1fs", self.inner.describe(), exc,
+                    state.attempt_number, state.next_action.sleep if state.next_action else 0)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        return self._retrying(fn)
+
+    @property
+    def uri(self) -> str:
+        return self.inner.uri
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def get(self, key: str) -> StoredObject:
+        return self._call(lambda: self.inner.get(key))
+
+    def head(self, key: str) -> ObjectInfo:
+        return self._call(lambda: self.inner.head(key))
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        return self._call(lambda: self.inner.put(key, body, metadata))
+
+    def create(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        return self._call(lambda: self.inner.create(key, body, metadata))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return iter(self._call(lambda: list(self.inner.list(prefix))))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.inner.delete(key))
+
+    def close(self) -> None:
+        self.inner.close()
