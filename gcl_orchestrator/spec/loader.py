@@ -47,6 +47,10 @@ def render_path(path: Iterable[str | int]) -> str:
 # --- text to plain data, with line numbers ---------------------------------------------------------------------
 
 
+_PLAIN_TAGS = frozenset("tag:yaml.org,2002:" + t for t in ("map", "seq", "str", "int", "float", "bool", "null",
+                                                            "timestamp"))
+
+
 class _Converter:
     """Turns composed YAML nodes into JSON-like data, recording the line of every field path."""
 
@@ -63,6 +67,9 @@ class _Converter:
         if depth > MAX_DEPTH:
             raise _TooBig(f"nested deeper than {MAX_DEPTH} levels")
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if node.tag not in _PLAIN_TAGS:
+            self.problems.append((path, f"unsupported YAML tag {node.tag!r}"))
+            return None
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -89,6 +96,19 @@ class _TooBig(Exception):
     pass
 
 
+def _check_depth(data: Any) -> None:
+    """JSON has no aliases, so its size is bounded by the text; its depth is bounded here."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError([Problem("", f"document too large: nested deeper than {MAX_DEPTH} levels")])
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def _parse(text: str) -> tuple[list[Any], dict[Path, int], list[tuple[Path, str]]]:
     """Documents of `text`, the line of each field path (paths start with the document index), and the
     problems found while parsing. Raises SpecError when the text cannot be parsed at all."""
@@ -96,9 +116,12 @@ def _parse(text: str) -> tuple[list[Any], dict[Path, int], list[tuple[Path, str]
     if stripped[:1] in ("{", "[") and "\n" not in stripped.rstrip():
         # Fast path for one-line JSON (what metadata carries). Anything else goes through YAML for line numbers.
         try:
-            return [json.loads(text)], {}, []
+            data = json.loads(text)
         except (ValueError, RecursionError):
             pass  # maybe flow-style YAML: let the YAML parser say
+        else:
+            _check_depth(data)
+            return [data], {}, []
     conv = _Converter()
     docs: list[Any] = []
     try:

@@ -37,7 +37,8 @@ def metadata_size(metadata: Mapping[str, str]) -> int:
 
 def encode_gcl(specs: Sequence[ComputationSpec], other: Mapping[str, str] | None = None,
                limit: int = METADATA_LIMIT_BYTES) -> EncodedGcl:
-    """Metadata carrying `specs` next to `other` user metadata, inline when it fits, else via a sidecar."""
+    """Metadata carrying `specs` next to `other` user metadata, inline when it fits, else via a sidecar.
+    Raises ValueError when even the sidecar reference does not fit beside `other`."""
     other = dict(other or {})
     if not specs:
         return EncodedGcl(other)
@@ -47,7 +48,11 @@ def encode_gcl(specs: Sequence[ComputationSpec], other: Mapping[str, str] | None
         return EncodedGcl(inline)
     body = text.encode("utf-8")
     key = SIDECAR_PREFIX + hashlib.sha256(body).hexdigest() + ".json"
-    return EncodedGcl({**other, META_GCL_REF: key}, key, body)
+    with_ref = {**other, META_GCL_REF: key}
+    if metadata_size(with_ref) > limit:
+        raise ValueError(f"user metadata is {metadata_size(other)} bytes before any GCL; with the GCL reference it "
+                         f"exceeds the {limit}-byte limit")
+    return EncodedGcl(with_ref, key, body)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class LocalDirectoryStore(ObjectStore):
                 raise PermanentStorageError(f"cannot create store directory {self.root}: {exc.strerror}") from None
         (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
         self._lock_path = self.root / INTERNAL_DIR / "write.lock"
+        self._root_prefix = str(self.root) + os.sep
         self._thread_lock = threading.Lock()
 
     @property
@@ -55,7 +56,11 @@ class LocalDirectoryStore(ObjectStore):
         check_key(key, allow_reserved=True)
         if key.startswith(INTERNAL_DIR):
             raise InvalidKeyError(key, f"{INTERNAL_DIR!r} holds the local store's own files")
-        return self.root / key
+        path = self.root / key
+        # A symlink inside the store must not lead reads or writes outside it.
+        if not os.path.realpath(path).startswith(self._root_prefix):
+            raise InvalidKeyError(key, "resolves outside the store directory (through a symbolic link)")
+        return path
 
     def _meta_path(self, key: str) -> Path:
         return self.root / META_DIR / (key + ".json")

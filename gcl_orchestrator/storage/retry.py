@@ -23,7 +23,8 @@ class RetryingStore(ObjectStore):
         self.inner = inner
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientStorageError),
-            wait=tenacity.wait_exponential_jitter(initial=first_wait_s, max=max_wait_s),
+            wait=tenacity.wait_exponential(multiplier=first_wait_s, max=max_wait_s)
+            + tenacity.wait_random(0, first_wait_s),
             stop=tenacity.stop_after_delay(give_up_after_s),
             before_sleep=self._say_waiting,
             reraise=True,

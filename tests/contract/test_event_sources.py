@@ -1,0 +1,146 @@
+"""The EventSource contract, run against every source on every store it works with."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gcl_orchestrator.model import ObjectCreated
+from gcl_orchestrator.sources import LocalWatchSource, MemoryPushSource, PollingSource, diff_listing
+from gcl_orchestrator.storage import LocalDirectoryStore
+
+from ..conftest import wait_until
+from .conftest import make_store
+
+SOURCES = [
+    ("poll", "memory"),
+    ("poll", "local"),
+    ("memory", "memory"),
+    ("watch", "local"),
+]
+
+
+def make_source(kind, store):
+    if kind == "poll":
+        return PollingSource(store, interval_s=0.02)
+    if kind == "memory":
+        return MemoryPushSource(store)
+    if kind == "watch":
+        return LocalWatchSource(store.root)
+    raise ValueError(kind)
+
+
+class Collector:
+    def __init__(self):
+        self.events: list[ObjectCreated] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event):
+        with self._lock:
+            self.events.append(event)
+
+    def keys(self):
+        with self._lock:
+            return [e.key for e in self.events]
+
+
+@pytest.fixture(params=SOURCES, ids=[f"{s}-on-{st}" for s, st in SOURCES])
+def running(request, tmp_path):
+    source_kind, store_kind = request.param
+    store = make_store(store_kind, tmp_path)
+    source = make_source(source_kind, store)
+    got = Collector()
+    source.start(got)
+    yield store, source, got
+    source.stop()
+
+
+def test_an_object_written_after_start_is_reported(running):
+    store, _, got = running
+    info = store.put("incoming/a.csv", b"a,b\n", {"gcl": "x"})
+    wait_until(lambda: "incoming/a.csv" in got.keys(), 5, "the event")
+    event = next(e for e in got.events if e.key == "incoming/a.csv")
+    assert event.etag in (None, info.etag)
+    if event.metadata is not None:  # a source that carries metadata must carry it right
+        assert event.metadata.get("gcl") == "x"
+
+
+def test_many_objects_are_each_reported(running):
+    store, _, got = running
+    keys = [f"part/{i:03d}" for i in range(50)]
+    for k in keys:
+        store.put(k, k.encode())
+    wait_until(lambda: set(keys) <= set(got.keys()), 10, "50 events")
+
+
+def test_reserved_keys_are_never_reported(running):
+    store, _, got = running
+    store.put(".gclo/state/status.json", b"{}")
+    store.put("after", b"x")
+    wait_until(lambda: "after" in got.keys(), 5, "the event after the reserved write")
+    assert not [k for k in got.keys() if k.startswith(".gclo/")]
+
+
+def test_stop_is_idempotent_and_nothing_is_reported_after_it(running):
+    store, source, got = running
+    source.stop()
+    source.stop()
+    before = len(got.keys())
+    store.put("late", b"x")
+    # PollingSource and watchers have joined their threads: nothing can still emit.
+    assert len(got.keys()) == before
+
+
+# --- polling specifics -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("old, new, changed", [
+    ({}, {"a": "1"}, ["a"]),
+    ({"a": "1"}, {"a": "1"}, []),
+    ({"a": "1"}, {"a": "2", "b": "1"}, ["a", "b"]),
+    ({"a": "1", "gone": "1"}, {"a": "1"}, []),
+])
+def test_listing_diff(old, new, changed):
+    assert diff_listing(old, new) == changed
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "local"])
+def test_polling_starts_from_a_known_listing_and_reports_changes_only(store_kind, tmp_path):
+    store = make_store(store_kind, tmp_path)
+    first = store.put("old", b"1")
+    poll = PollingSource(store, initial={"old": first.etag})
+    assert poll.scan() == []
+    second = store.put("old", b"22")
+    store.put("new", b"3")
+    assert [(e.key, e.etag) for e in poll.scan()] == [("new", store.head("new").etag), ("old", second.etag)]
+    assert poll.scan() == []
+
+
+def test_polling_waits_for_files_still_being_written(tmp_path):
+    store = LocalDirectoryStore(tmp_path / "s")
+    now = [1000.0]
+    poll = PollingSource(store, settle_s=1.0, clock=lambda: now[0])
+    info = store.put("growing.csv", b"partial")
+    now[0] = info.modified + 0.2
+    assert poll.scan() == []
+    now[0] = info.modified + 1.5
+    assert [e.key for e in poll.scan()] == ["growing.csv"]
+
+
+# --- filesystem watch specifics --------------------------------------------------------------------------------
+
+def test_watch_reports_a_file_written_in_pieces_once_it_is_closed(tmp_path):
+    store = LocalDirectoryStore(tmp_path / "s")
+    got = Collector()
+    source = LocalWatchSource(store.root)
+    source.start(got)
+    try:
+        (store.root / "incoming").mkdir()
+        with open(store.root / "incoming" / "big.csv", "wb") as fh:
+            fh.write(b"header\n")
+            fh.flush()
+            fh.write(b"row\n" * 1000)
+        final = store.head("incoming/big.csv").etag
+        wait_until(lambda: "incoming/big.csv" in got.keys(), 5, "the close event")
+        assert all(e.etag == final for e in got.events if e.key == "incoming/big.csv")
+    finally:
+        source.stop()

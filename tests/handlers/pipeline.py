@@ -1,0 +1,112 @@
+"""Handlers the tests run: branching, fan-out/fan-in, failures of every kind. Public handler API only."""
+from __future__ import annotations
+
+import os
+import time
+
+from gcl_orchestrator import PermanentHandlerError, handler
+
+
+def _count(ctx):
+    """Record one execution in the file named by params['runs'] (O_APPEND: safe across processes)."""
+    path = ctx.params.get("runs")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, f"{ctx.computation}\n".encode())
+        finally:
+            os.close(fd)
+
+
+@handler("split")
+def split(ctx):
+    """Fan out one `double` per number in the input, and a `total` that joins them all."""
+    _count(ctx)
+    numbers = [int(x) for x in ctx.read_text().split()]
+    parts = []
+    for i, n in enumerate(numbers):
+        out = f"parts/{i:03d}.json"
+        ctx.emit(computation=f"double:{i}", handler_type="double", inputs=[ctx.output], output=out,
+                 params={"index": i, "runs": ctx.params.get("runs")})
+        parts.append(out)
+    ctx.emit(computation="total", handler_type="total", inputs=parts, output="total.json",
+             params={"runs": ctx.params.get("runs")})
+    return numbers
+
+
+@handler("double")
+def double(ctx):
+    _count(ctx)
+    return ctx.read_json()[ctx.params["index"]] * 2
+
+
+@handler("total")
+def total(ctx):
+    _count(ctx)
+    return {"sum": sum(ctx.read_json(k) for k in ctx.inputs), "parts": len(ctx.inputs)}
+
+
+@handler("classify")
+def classify(ctx):
+    """The result picks the branch: even numbers go one way, odd ones the other."""
+    n = int(ctx.read_text())
+    branch = "even" if n % 2 == 0 else "odd"
+    ctx.emit(computation=f"{branch}-branch", handler_type=branch, inputs=[ctx.output], output=f"{branch}.txt")
+    return {"n": n, "branch": branch}
+
+
+@handler("even")
+def even(ctx):
+    return "took the even branch"
+
+
+@handler("odd")
+def odd(ctx):
+    return "took the odd branch"
+
+
+@handler("echo")
+def echo(ctx):
+    _count(ctx)
+    return ctx.read_bytes(ctx.inputs[0]) if ctx.inputs else b""
+
+
+@handler("fail")
+def fail(ctx):
+    raise ValueError(f"bad value in {ctx.inputs[0]}")
+
+
+@handler("give_up")
+def give_up(ctx):
+    raise PermanentHandlerError("the input can never work")
+
+
+@handler("crash")
+def crash(ctx):
+    os._exit(3)
+
+
+@handler("hang")
+def hang(ctx):
+    time.sleep(3600)
+
+
+@handler("bad_emit")
+def bad_emit(ctx):
+    ctx.emit(computation="oops", handler_type="echo", inputs=["../etc/passwd"], output="x")
+
+
+@handler("read_other")
+def read_other(ctx):
+    return ctx.read_bytes("not/an/input")
+
+
+@handler("returns_object")
+def returns_object(ctx):
+    return object()
+
+
+@handler("emit_cycle")
+def emit_cycle(ctx):
+    ctx.emit(computation="loop-back", handler_type="echo", inputs=[ctx.output], output=ctx.inputs[0])
+    return "x"
