@@ -1,0 +1,39 @@
+# gcl-orchestrator: everything a fresh machine needs goes through these targets.
+#   make demo   set up, then run the analytics pipeline on the bundled weather data (local store)
+#   make test   set up, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO_STORE ?= demo-store
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gcl-orchestrator needs Python >= 3.11; set PYTHON=python3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: $(STAMP)
+	rm -rf $(DEMO_STORE)
+	mkdir -p $(DEMO_STORE)/incoming
+	cp handlers/data/seattle-weather.csv $(DEMO_STORE)/incoming/
+	$(BIN)/gclo run --store $(DEMO_STORE) --handlers handlers/analytics.py --rules handlers/rules.yaml --until-idle
+	@echo
+	$(BIN)/gclo status --store $(DEMO_STORE)
+	@echo
+	@cat $(DEMO_STORE)/reports/seattle-weather.md
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not e2e'
+
+clean:
+	rm -rf $(VENV) $(DEMO_STORE) .pytest_cache *.egg-info

@@ -1,0 +1,98 @@
+"""The Executor contract: exactly one outcome per task, whatever the handler does to its worker."""
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import pytest
+
+from gcl_orchestrator.interfaces import Task
+from gcl_orchestrator.model import ComputationFailed, ComputationSucceeded
+from gcl_orchestrator.runtime import HandlerRegistry, ProcessExecutor, ThreadExecutor
+from gcl_orchestrator.spec import spec_from_mapping
+from gcl_orchestrator.storage import LocalDirectoryStore
+
+HANDLERS = str(Path(__file__).parent.parent / "handlers" / "pipeline.py")
+
+
+def task(name, handler_type, store, inputs=("in.txt",), attempt=1):
+    spec = spec_from_mapping({"computation": name, "handler_type": handler_type, "inputs": list(inputs),
+                              "output": f"out/{name}"})
+    return Task(spec, attempt, store.uri)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = LocalDirectoryStore(tmp_path / "store")
+    s.put("in.txt", b"hello")
+    return s
+
+
+def make(kind, store, workers=2):
+    if kind == "process":
+        return ProcessExecutor(workers, (HANDLERS,), store.uri)
+    return ThreadExecutor(workers, HandlerRegistry.from_sources([HANDLERS]), store)
+
+
+def outcomes(q, n, timeout=30):
+    return [q.get(timeout=timeout) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_each_task_gets_exactly_one_outcome(kind, store):
+    q: queue.Queue = queue.Queue()
+    ex = make(kind, store)
+    ex.start(q.put)
+    try:
+        for i in range(6):
+            ex.submit(task(f"ok{i}", "echo", store))
+        ex.submit(task("bad", "fail", store))
+        got = {o.computation: o for o in outcomes(q, 7)}
+    finally:
+        ex.stop()
+    assert all(isinstance(got[f"ok{i}"], ComputationSucceeded) for i in range(6))
+    assert isinstance(got["bad"], ComputationFailed) and "ValueError" in got["bad"].error
+    assert store.get("out/ok3").body == b"hello"
+    assert q.empty()
+
+
+def test_a_worker_that_dies_fails_its_task_and_is_replaced(store):
+    q: queue.Queue = queue.Queue()
+    ex = ProcessExecutor(1, (HANDLERS,), store.uri)
+    ex.start(q.put)
+    try:
+        ex.submit(task("boom", "crash", store))
+        (crashed,) = outcomes(q, 1)
+        ex.submit(task("after", "echo", store))
+        (after,) = outcomes(q, 1)
+    finally:
+        ex.stop()
+    assert isinstance(crashed, ComputationFailed)
+    assert "worker process died (exit code 3)" in crashed.error
+    assert isinstance(after, ComputationSucceeded)
+
+
+def test_stop_ends_a_hanging_handler_and_still_reports_it(store):
+    q: queue.Queue = queue.Queue()
+    ex = ProcessExecutor(1, (HANDLERS,), store.uri)
+    ex.start(q.put)
+    ex.submit(task("stuck", "hang", store))
+    ex.submit(task("queued", "echo", store))
+    ex.stop(grace_s=0.2)
+    got = {o.computation: o for o in outcomes(q, 2, timeout=5)}
+    assert isinstance(got["stuck"], ComputationFailed)
+    assert got["queued"].computation == "queued"  # ran or reported as not started, never lost
+
+
+def test_workers_that_cannot_load_handlers_fail_tasks_instead_of_hanging(store, tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('import-time failure')\n")
+    q: queue.Queue = queue.Queue()
+    ex = ProcessExecutor(1, (str(broken),), store.uri)
+    ex.start(q.put)
+    try:
+        ex.submit(task("t", "echo", store))
+        (outcome,) = outcomes(q, 1)
+    finally:
+        ex.stop()
+    assert isinstance(outcome, ComputationFailed) and "import-time failure" in outcome.error
