@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import InvalidKeyError
 
@@ -21,6 +21,9 @@ PRIORITY_LEVELS: Mapping[str, int] = {"low": -100, "normal": 0, "high": 100, "cr
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 
 MAX_KEY_BYTES = 1024
+# AWS counts the UTF-8 bytes of every user-metadata name and value against 2 KB. Other servers don't enforce it,
+# but a pipeline that works locally must work on AWS, so every store is held to it.
+METADATA_LIMIT_BYTES = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -57,7 +60,7 @@ def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """Lower-case metadata names and check that names and values survive an HTTP header.
 
     Raises ValueError naming the field: values must be printable ASCII without newlines, because that is all
-    an `x-amz-meta-*` header carries unchanged on every server.
+    an `x-amz-meta-*` header carries unchanged on every server, and all of it must fit AWS's 2 KB.
     """
     out: dict[str, str] = {}
     for name, value in (metadata or {}).items():
@@ -69,6 +72,9 @@ def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         if not value.isascii() or _CONTROL.search(value):
             raise ValueError(f"metadata {name!r} must be printable ASCII on one line")
         out[lname] = value
+    size = sum(len(k) + len(v) for k, v in out.items())
+    if size > METADATA_LIMIT_BYTES:
+        raise ValueError(f"user metadata is {size} bytes; S3 allows {METADATA_LIMIT_BYTES}")
     return out
 
 
@@ -178,12 +184,17 @@ class ComputationSpec:
 
 @dataclass(frozen=True)
 class ObjectCreated:
-    """A source noticed an object at `key`. `metadata` is None when the source could not see it (a HEAD is due)."""
+    """A source noticed an object at `key`. `metadata` is None when the source could not see it (a HEAD is due).
+
+    `ack`, when given, is called once the runtime has handled the event (a queue message may then be deleted);
+    it is not called when the object could not be read, so that the notification comes again.
+    """
 
     key: str
     etag: str | None = None
     metadata: Mapping[str, str] | None = None
     source: str = ""
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

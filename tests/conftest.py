@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from .servers import aws_test_environment, moto, seaweedfs  # noqa: F401  (session fixtures)
+
 
 def _wait_for(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout

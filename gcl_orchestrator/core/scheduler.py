@@ -93,17 +93,11 @@ class Scheduler:
                 self._register_all(ev.source, ev.specs, now, out)
             elif isinstance(ev, ComputationSucceeded):
                 if self._is_current(ev.computation, ev.attempt):
-                    rec = self._records[ev.computation]
-                    self._running -= 1
-                    self._set_state(rec, State.DONE)
-                    rec.finished_at = now
+                    rec = self._finish(ev.computation, State.DONE, now)
                     self._register_all(rec.spec.output, ev.specs or (), now, out)
             elif isinstance(ev, ComputationFailed):
                 if self._is_current(ev.computation, ev.attempt):
-                    rec = self._records[ev.computation]
-                    self._running -= 1
-                    self._set_state(rec, State.FAILED)
-                    rec.finished_at = now
+                    rec = self._finish(ev.computation, State.FAILED, now)
                     rec.last_error = ev.error
                     out.append(Settle(rec.name, State.FAILED, ev.error))
             else:
@@ -151,6 +145,13 @@ class Scheduler:
     def _is_current(self, name: str, attempt: int) -> bool:
         rec = self._records.get(name)
         return rec is not None and rec.state is State.RUNNING and rec.attempts == attempt
+
+    def _finish(self, name: str, state: State, now: float) -> ComputationRecord:
+        rec = self._records[name]
+        self._running -= 1
+        self._set_state(rec, state)
+        rec.finished_at = now
+        return rec
 
     def _set_state(self, rec: ComputationRecord, state: State) -> None:
         self._counts[rec.state] -= 1

@@ -36,6 +36,7 @@ from .status import build_status, write_status
 log = logging.getLogger("gclo")
 RULES_KEY = RESERVED_PREFIX + "rules.yaml"
 _STOP = object()
+_TRY_AGAIN = object()
 
 
 class EventQueue:
@@ -131,8 +132,7 @@ class Orchestrator:
             self._info["state"] = "running"
             log.info("store %s: %d objects; listening with %s; %d worker(s)", self.store.describe(),
                      len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.capacity)
-            self._feed([ev for ev in (self._resolve(ObjectCreated(k, e, None, "listing"))
-                                      for k, e in listing.items()) if ev is not None])
+            self._handle([ObjectCreated(k, e, None, "listing") for k, e in listing.items()])
             last_event = last_status = last_progress = time.monotonic()
             last_counts: dict[State, int] = {}
             while not self._stop_requested:
@@ -168,22 +168,33 @@ class Orchestrator:
 
     def _handle(self, events: list[Any]) -> None:
         batch: list[Any] = []
+        acks: list[Callable[[], None]] = []
         for ev in events:
             if ev is _STOP:
                 continue
             if isinstance(ev, ObjectCreated):
                 resolved = self._resolve(ev)
+                if resolved is _TRY_AGAIN:
+                    continue
                 if resolved is not None:
                     batch.append(resolved)
+                if ev.ack is not None:
+                    acks.append(ev.ack)
             elif isinstance(ev, ComputationSucceeded):
                 batch.extend(self._succeeded(ev))
             elif isinstance(ev, ComputationFailed):
                 batch.append(ev)
         if batch:
             self._feed(batch)
+        for ack in acks:
+            try:
+                ack()
+            except Exception as exc:  # a lost ack means a duplicate later, which is harmless
+                log.debug("acknowledging an event failed: %s", exc)
 
-    def _resolve(self, ev: ObjectCreated) -> ObjectAvailable | None:
-        """An ObjectCreated becomes an ObjectAvailable with its specs, or None when it brings nothing new."""
+    def _resolve(self, ev: ObjectCreated) -> Any:
+        """An ObjectCreated becomes an ObjectAvailable with its specs; None when it brings nothing new;
+        _TRY_AGAIN when the object could not be read (the event is not acknowledged)."""
         key = ev.key
         if is_reserved(key):
             return None
@@ -200,7 +211,7 @@ class Orchestrator:
                 return None  # deleted since it was reported
             except GclError as exc:
                 self._incident(key, f"could not read metadata: {exc}")
-                return None  # not remembered, so a later notification or listing tries again
+                return _TRY_AGAIN  # not remembered, so a later notification or listing tries again
             metadata, etag = info.metadata, info.etag
         self._etags[key] = etag
         specs, error = self._gcl_for(key, metadata)

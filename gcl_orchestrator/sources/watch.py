@@ -2,14 +2,19 @@
 
 Reports a file when it is closed after writing or renamed into place, so a `cp` still in progress is never
 reported; a file moved in from elsewhere (no write) is reported on creation when its mtime is not fresh.
+A file that lands in a new directory before the watch on that directory exists raises no event at all, so a
+new directory is scanned once, when files written in that window have settled.
 """
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileMovedEvent,
@@ -32,6 +37,9 @@ class LocalWatchSource(EventSource):
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).resolve()
         self._observer: Observer | None = None
+        self._timers: set[threading.Timer] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def _key(self, path: str | bytes) -> str | None:
         if isinstance(path, bytes):
@@ -54,11 +62,34 @@ class LocalWatchSource(EventSource):
             return  # being written: its close event will follow
         emit(ObjectCreated(key, _version(st), None, self.name))
 
+    def _scan_later(self, emit: Emit, directory: str | bytes) -> None:
+        def scan() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+                if self._stopped:
+                    return
+            for parent, _dirs, files in os.walk(os.fsdecode(directory)):
+                for name in files:
+                    self._report(emit, os.path.join(parent, name), True)
+
+        timer = threading.Timer(FRESH_S + 0.05, scan)
+        timer.daemon = True
+        with self._lock:
+            if self._stopped:
+                return
+            self._timers.add(timer)
+        timer.start()
+
     def start(self, emit: Emit) -> None:
         source = self
+        self._stopped = False
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                if isinstance(event, DirCreatedEvent):
+                    source._scan_later(emit, event.src_path)
+                elif isinstance(event, DirMovedEvent):
+                    source._scan_later(emit, event.dest_path)
                 if event.is_directory:
                     return
                 if isinstance(event, FileClosedEvent):
@@ -78,3 +109,10 @@ class LocalWatchSource(EventSource):
             self._observer.stop()
             self._observer.join()
             self._observer = None
+        with self._lock:
+            self._stopped = True
+            timers, self._timers = list(self._timers), set()
+        for timer in timers:
+            timer.cancel()
+            if timer.is_alive():
+                timer.join()

@@ -8,11 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from ..model import META_GCL, META_GCL_REF, RESERVED_PREFIX, ComputationSpec, metadata_get
-
-# AWS counts the UTF-8 bytes of every user-metadata name and value against 2 KB. Other servers don't enforce it,
-# but a pipeline that works locally must work on AWS, so every store is held to it.
-METADATA_LIMIT_BYTES = 2048
+from ..model import META_GCL, META_GCL_REF, METADATA_LIMIT_BYTES, RESERVED_PREFIX, ComputationSpec, metadata_get
 SIDECAR_PREFIX = RESERVED_PREFIX + "gcl/"
 
 

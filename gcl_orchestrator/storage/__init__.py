@@ -6,26 +6,31 @@ from ..interfaces import ObjectStore
 from .local import LocalDirectoryStore
 from .memory import MemoryObjectStore
 from .retry import RetryingStore
+from .s3 import S3ObjectStore
 
 
-def open_store(uri: str, *, retry: bool = True, create: bool = True) -> ObjectStore:
-    """`file://DIR`, a plain directory path, or `memory://NAME` (shared within one process).
+def open_store(uri: str, *, retry: bool = True, create: bool = True, endpoint_url: str | None = None) -> ObjectStore:
+    """`s3://BUCKET[/PREFIX][?endpoint_url=URL]`, `file://DIR`, a plain directory path, or `memory://NAME`
+    (shared within one process). For S3 the endpoint comes from the URI, else `endpoint_url`, else boto3's
+    own configuration (AWS_ENDPOINT_URL, profiles); credentials and region from the standard chain.
 
     The store comes wrapped in the one retry policy for transient errors unless `retry` is False.
     """
     if not uri:
         raise ConfigError("no store given: pass --store DIR, file://DIR or memory://NAME")
-    if uri.startswith("memory://"):
-        store: ObjectStore = MemoryObjectStore.named(uri[len("memory://"):] or "default")
+    if uri.startswith("s3://"):
+        store: ObjectStore = S3ObjectStore.from_uri(uri, endpoint_url)
+    elif uri.startswith("memory://"):
+        store = MemoryObjectStore.named(uri[len("memory://"):] or "default")
     elif uri.startswith("file://"):
         store = LocalDirectoryStore(uri[len("file://"):], create=create)
     elif "://" in uri:
         scheme = uri.split("://", 1)[0]
         raise ConfigError(f"unsupported store {uri!r}: scheme {scheme!r} is not available in this version "
-                          "(use a directory, file://DIR or memory://NAME)")
+                          "(use s3://BUCKET, a directory, file://DIR or memory://NAME)")
     else:
         store = LocalDirectoryStore(uri, create=create)
     return RetryingStore(store) if retry else store
 
 
-__all__ = ["open_store", "LocalDirectoryStore", "MemoryObjectStore", "RetryingStore"]
+__all__ = ["open_store", "LocalDirectoryStore", "MemoryObjectStore", "RetryingStore", "S3ObjectStore"]

@@ -5,8 +5,18 @@ import threading
 
 import pytest
 
+import boto3
+
 from gcl_orchestrator.model import ObjectCreated
-from gcl_orchestrator.sources import LocalWatchSource, MemoryPushSource, PollingSource, diff_listing
+from gcl_orchestrator.sources import (
+    LocalWatchSource,
+    MemoryPushSource,
+    PollingSource,
+    SeaweedFilerSource,
+    SqsEventSource,
+    diff_listing,
+)
+from gcl_orchestrator.sources.s3_notifications import ensure_notifications
 from gcl_orchestrator.storage import LocalDirectoryStore
 
 from ..conftest import wait_until
@@ -17,16 +27,27 @@ SOURCES = [
     ("poll", "local"),
     ("memory", "memory"),
     ("watch", "local"),
+    ("poll", "s3-seaweedfs"),
+    ("seaweedfs", "s3-seaweedfs"),
+    ("sqs", "s3-moto"),
 ]
 
 
-def make_source(kind, store):
+def make_source(kind, store, request):
     if kind == "poll":
         return PollingSource(store, interval_s=0.02)
     if kind == "memory":
         return MemoryPushSource(store)
     if kind == "watch":
         return LocalWatchSource(store.root)
+    if kind == "seaweedfs":
+        return SeaweedFilerSource(request.getfixturevalue("seaweedfs").filer, store.bucket, store.prefix)
+    if kind == "sqs":
+        endpoint = request.getfixturevalue("moto").endpoint
+        sqs = boto3.client("sqs", endpoint_url=endpoint)
+        setup = ensure_notifications(boto3.client("s3", endpoint_url=endpoint), sqs, store.bucket,
+                                     f"q-{store.bucket}")
+        return SqsEventSource(setup["queue_url"], store.bucket, client=sqs)
     raise ValueError(kind)
 
 
@@ -47,8 +68,8 @@ class Collector:
 @pytest.fixture(params=SOURCES, ids=[f"{s}-on-{st}" for s, st in SOURCES])
 def running(request, tmp_path):
     source_kind, store_kind = request.param
-    store = make_store(store_kind, tmp_path)
-    source = make_source(source_kind, store)
+    store = make_store(store_kind, tmp_path, request)
+    source = make_source(source_kind, store, request)
     got = Collector()
     source.start(got)
     yield store, source, got
@@ -57,9 +78,9 @@ def running(request, tmp_path):
 
 def test_an_object_written_after_start_is_reported(running):
     store, _, got = running
-    info = store.put("incoming/a.csv", b"a,b\n", {"gcl": "x"})
-    wait_until(lambda: "incoming/a.csv" in got.keys(), 5, "the event")
-    event = next(e for e in got.events if e.key == "incoming/a.csv")
+    info = store.put("incoming/a b+c.csv", b"a,b\n", {"gcl": "x"})
+    wait_until(lambda: "incoming/a b+c.csv" in got.keys(), 10, "the event")
+    event = next(e for e in got.events if e.key == "incoming/a b+c.csv")
     assert event.etag in (None, info.etag)
     if event.metadata is not None:  # a source that carries metadata must carry it right
         assert event.metadata.get("gcl") == "x"
@@ -77,7 +98,7 @@ def test_reserved_keys_are_never_reported(running):
     store, _, got = running
     store.put(".gclo/state/status.json", b"{}")
     store.put("after", b"x")
-    wait_until(lambda: "after" in got.keys(), 5, "the event after the reserved write")
+    wait_until(lambda: "after" in got.keys(), 10, "the event after the reserved write")
     assert not [k for k in got.keys() if k.startswith(".gclo/")]
 
 

@@ -108,7 +108,8 @@ def test_keys_that_could_escape_or_confuse_are_rejected_before_any_io(store, key
     assert list(store.list()) == []
 
 
-@pytest.mark.parametrize("metadata", [{"gcl": "line\nbreak"}, {"gcl": "naïve"}, {"bad name": "v"}])
+@pytest.mark.parametrize("metadata", [{"gcl": "line\nbreak"}, {"gcl": "naïve"}, {"bad name": "v"},
+                                      {"gcl": "x" * 2046}])
 def test_metadata_that_cannot_travel_in_headers_is_refused_and_nothing_is_written(store, metadata):
     with pytest.raises(ValueError):
         store.put("k", b"x", metadata)

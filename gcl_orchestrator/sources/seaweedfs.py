@@ -1,0 +1,159 @@
+"""The SeaweedFS source: the filer's metadata stream (`weed filer.meta.tail`), which carries each object's
+ETag and user metadata, so no HEAD is needed. When the stream ends (filer restart), it is reopened from the
+last event seen; an orchestrator restart relies on the start-up listing instead."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import subprocess
+import threading
+import time
+from typing import Any, Mapping
+
+from ..devservers.seaweedfs import weed_binary
+from ..interfaces import Emit, EventSource
+from ..model import ObjectCreated, is_reserved
+
+log = logging.getLogger("gclo.sources")
+MAX_EVENT_BYTES = 16 << 20
+
+
+def _b64(value: Any) -> str | None:
+    try:
+        return base64.b64decode(value).decode("utf-8")
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def parse_filer_event(event: Mapping[str, Any], bucket: str, prefix: str, source: str = "seaweedfs") -> ObjectCreated | None:
+    """One filer event to an ObjectCreated, or None for deletions, directories, multipart parts, other buckets."""
+    note = event.get("eventNotification") or {}
+    entry = note.get("newEntry")
+    if not isinstance(entry, Mapping) or entry.get("isDirectory"):
+        return None
+    parent = note.get("newParentPath") or event.get("directory") or ""
+    path = parent.rstrip("/") + "/" + str(entry.get("name", ""))
+    root = f"/buckets/{bucket}/"
+    if not path.startswith(root):
+        return None
+    key = path[len(root):]
+    if key.startswith(".uploads/") or not key.startswith(prefix):
+        return None
+    key = key[len(prefix):]
+    if not key or is_reserved(key):
+        return None
+    extended = entry.get("extended") or {}
+    metadata: dict[str, str] = {}
+    etag = None
+    for name, value in extended.items():
+        lname = str(name).lower()
+        if lname.startswith("x-amz-meta-"):
+            decoded = _b64(value)
+            if decoded is not None:
+                metadata[lname[len("x-amz-meta-"):]] = decoded
+        elif lname == "seaweed-x-amz-etag":
+            etag = _b64(value)
+    return ObjectCreated(key, etag, metadata, source)
+
+
+class FilerStreamDecoder:
+    """`filer.meta.tail` prints indented JSON objects one after another; a line starting with `}` ends one."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._size = 0
+
+    def feed(self, line: str) -> dict[str, Any] | None:
+        self._lines.append(line)
+        self._size += len(line)
+        if not line.startswith("}"):
+            if self._size > MAX_EVENT_BYTES:
+                log.warning("seaweedfs: dropping an event larger than %d bytes", MAX_EVENT_BYTES)
+                self._lines, self._size = [], 0
+            return None
+        text, self._lines, self._size = "".join(self._lines), [], 0
+        try:
+            data = json.loads(text)
+        except ValueError:
+            log.warning("seaweedfs: could not parse an event: %.200s", text)
+            return None
+        return data if isinstance(data, dict) else None
+
+
+class SeaweedFilerSource(EventSource):
+    name = "seaweedfs"
+
+    def __init__(self, filer: str, bucket: str, prefix: str = "", *, since_s: float = 2.0,
+                 reconnect_s: float = 1.0):
+        self.filer = filer
+        self.bucket = bucket
+        self.prefix = prefix
+        self._since_s = since_s  # a little history on start: covers the gap after the start-up listing
+        self._reconnect_s = reconnect_s
+        self._last_ns: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _command(self) -> list[str]:
+        if self._last_ns is None:
+            ago = self._since_s
+        else:
+            ago = max(0.0, time.time() - self._last_ns / 1e9) + 1.0
+        return [weed_binary(), "filer.meta.tail", f"-filer={self.filer}",
+                f"-pathPrefix=/buckets/{self.bucket}/{self.prefix}", f"-timeAgo={ago:.3f}s"]
+
+    def _run_once(self, emit: Emit) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                          stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        decoder = FilerStreamDecoder()
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            event = decoder.feed(line)
+            if event is None:
+                continue
+            ts = event.get("tsNs")
+            if ts is not None:
+                try:
+                    self._last_ns = max(self._last_ns or 0, int(ts))
+                except ValueError:
+                    pass
+            created = parse_filer_event(event, self.bucket, self.prefix, self.name)
+            if created is not None:
+                emit(created)
+        self._proc.wait()
+
+    def start(self, emit: Emit) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self._run_once(emit)
+                except OSError as exc:
+                    log.warning("seaweedfs: cannot run filer.meta.tail: %s", exc)
+                if not self._stop.is_set():
+                    log.warning("seaweedfs: metadata stream from %s ended; reopening in %.1fs", self.filer,
+                                self._reconnect_s)
+                    self._stop.wait(self._reconnect_s)
+
+        self._thread = threading.Thread(target=loop, name="gclo-seaweedfs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

@@ -1,0 +1,223 @@
+"""The S3 ObjectStore (boto3), for AWS and every S3-compatible server: `s3://BUCKET[/PREFIX]`.
+
+Errors are classified here (transient: connection trouble, 5xx, throttling; permanent: missing bucket, access
+denied, bad credentials) and retried only by `RetryingStore`: botocore's own retries are switched off so that
+there is one policy. Every request is counted by operation, through botocore's event hooks.
+"""
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+from urllib.parse import parse_qs, quote, urlencode
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from ..errors import (
+    ConfigError,
+    ObjectAlreadyExists,
+    ObjectNotFound,
+    PermanentStorageError,
+    StorageError,
+    TransientStorageError,
+)
+from ..interfaces import ObjectInfo, ObjectStore, StoredObject
+from ..model import check_key, normalize_metadata
+
+T = TypeVar("T")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+           "AllAccessDisabled", "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
+_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
+              "ServiceUnavailable", "InternalError", "ConditionalRequestConflict", "OperationAborted",
+              "RequestLimitExceeded", "BandwidthLimitExceeded", "503", "500"}
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str, dict[str, str]]:
+    """`s3://bucket/some/prefix?endpoint_url=...&region=...` -> (bucket, prefix ending in '/' or '', options)."""
+    if not uri.startswith("s3://"):
+        raise ConfigError(f"not an S3 URI: {uri!r}")
+    rest, _, query = uri[len("s3://"):].partition("?")
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ConfigError(f"{bucket!r} is not a valid bucket name (3-63 lower-case letters, digits, '.' or '-')")
+    prefix = prefix.strip("/")
+    if prefix:
+        check_key(prefix)
+        prefix += "/"
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    unknown = set(options) - {"endpoint_url", "region"}
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} in {uri!r} (known: endpoint_url, region)")
+    return bucket, prefix, options
+
+
+class S3ObjectStore(ObjectStore):
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
+                 client: Any = None, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0):
+        self.bucket = bucket
+        self.prefix = prefix
+        self._explicit_endpoint = endpoint_url
+        self._region = region
+        if client is None:
+            config = Config(retries={"total_max_attempts": 1}, connect_timeout=connect_timeout_s,
+                            read_timeout=read_timeout_s, max_pool_connections=32,
+                            s3={"addressing_style": "path"} if endpoint_url else None)
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region,
+                                                    config=config)
+        self.client = client
+        self.endpoint = client.meta.endpoint_url
+        self.requests: collections.Counter[str] = collections.Counter()
+        self._count_lock = threading.Lock()
+        client.meta.events.register("before-send.s3", self._count)
+
+    @classmethod
+    def from_uri(cls, uri: str, endpoint_url: str | None = None) -> "S3ObjectStore":
+        bucket, prefix, options = parse_s3_uri(uri)
+        return cls(bucket, prefix, endpoint_url=options.get("endpoint_url") or endpoint_url,
+                   region=options.get("region"))
+
+    def _count(self, event_name: str = "", **_: Any) -> None:
+        with self._count_lock:
+            self.requests[event_name.rsplit(".", 1)[-1]] += 1
+
+    def request_count(self) -> int:
+        with self._count_lock:
+            return sum(self.requests.values())
+
+    @property
+    def uri(self) -> str:
+        base = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        options = {k: v for k, v in (("endpoint_url", self._explicit_endpoint), ("region", self._region)) if v}
+        return base + ("?" + urlencode(options, quote_via=quote) if options else "")
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/") + f" at {self.endpoint}"
+
+    # --- error classification ----------------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"bucket {self.bucket!r} at {self.endpoint}"
+
+    def _translate(self, exc: Exception, key: str | None) -> Exception:
+        if isinstance(exc, botocore.exceptions.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            message = error.get("Message") or code
+            if code in _NOT_FOUND and key is not None:
+                return ObjectNotFound(key, self.describe())
+            if code == "NoSuchBucket" or (code in _NOT_FOUND and key is None):
+                return PermanentStorageError(f"{self._where()} does not exist")
+            if code in _DENIED:
+                return PermanentStorageError(f"access denied to {self._where()} ({code}): check the credentials "
+                                             "and the bucket policy")
+            if code in _TRANSIENT or status >= 500 or status == 429:
+                return TransientStorageError(f"{self._where()} answered {code or status}: {message}")
+            what = f" for key {key!r}" if key else ""
+            return PermanentStorageError(f"{self._where()} refused the request{what}: {code}: {message}")
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return PermanentStorageError(f"no credentials for {self._where()}: set AWS_ACCESS_KEY_ID and "
+                                         "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        if isinstance(exc, (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError,
+                            botocore.exceptions.ResponseStreamingError)):
+            return TransientStorageError(f"cannot reach {self.endpoint}: {exc}")
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            return PermanentStorageError(f"{self._where()}: {exc}")
+        return exc
+
+    def _call(self, fn: Callable[[], T], key: str | None = None) -> T:
+        try:
+            return fn()
+        except StorageError:
+            raise
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._translate(exc, key) from None
+
+    # --- operations --------------------------------------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        check_key(key, allow_reserved=True)
+        return self.prefix + key
+
+    @staticmethod
+    def _etag(value: str | None) -> str:
+        return (value or "").strip('"')
+
+    def head(self, key: str) -> ObjectInfo:
+        full = self._full(key)
+        r = self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=full), key)
+        return ObjectInfo(key, self._etag(r.get("ETag")), int(r.get("ContentLength", 0)),
+                          r["LastModified"].timestamp() if r.get("LastModified") else time.time(),
+                          {k.lower(): v for k, v in (r.get("Metadata") or {}).items()})
+
+    def get(self, key: str) -> StoredObject:
+        full = self._full(key)
+
+        def fetch() -> tuple[dict[str, Any], bytes]:
+            r = self.client.get_object(Bucket=self.bucket, Key=full)
+            return r, r["Body"].read()
+
+        r, body = self._call(fetch, key)
+        info = ObjectInfo(key, self._etag(r.get("ETag")), len(body),
+                          r["LastModified"].timestamp() if r.get("LastModified") else time.time(),
+                          {k.lower(): v for k, v in (r.get("Metadata") or {}).items()})
+        return StoredObject(info, body)
+
+    def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool) -> ObjectInfo:
+        full = self._full(key)
+        meta = normalize_metadata(metadata)
+        extra = {"IfNoneMatch": "*"} if exclusive else {}
+        try:
+            r = self.client.put_object(Bucket=self.bucket, Key=full, Body=bytes(body), Metadata=meta, **extra)
+        except botocore.exceptions.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if exclusive and (status == 412 or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"):
+                raise ObjectAlreadyExists(key, self.describe()) from None
+            raise self._translate(exc, key) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._translate(exc, key) from None
+        return ObjectInfo(key, self._etag(r.get("ETag")), len(body), time.time(), meta)
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        return self._write(key, body, metadata, exclusive=False)
+
+    def create(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        return self._write(key, body, metadata, exclusive=True)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full_prefix = self.prefix + prefix
+
+        def fetch() -> list[ObjectInfo]:
+            out = []
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                               Prefix=full_prefix):
+                for item in page.get("Contents", ()):
+                    key = item["Key"][len(self.prefix):]
+                    out.append(ObjectInfo(key, self._etag(item.get("ETag")), int(item.get("Size", 0)),
+                                          item["LastModified"].timestamp(), None))
+            return out
+
+        found = self._call(fetch)
+        found.sort(key=lambda info: info.key)  # already sorted on AWS; not every compatible server promises it
+        return iter(found)
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=full), key)
+
+    # --- beyond the interface ----------------------------------------------------------------------------------
+
+    def server(self) -> str:
+        """The `Server` header of a HEAD on the bucket (says SeaweedFS, MinIO, AmazonS3...). Also checks that
+        the bucket exists and the credentials work, raising one clear PermanentStorageError if not."""
+        r = self._call(lambda: self.client.head_bucket(Bucket=self.bucket))
+        return r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server", "")
+
+    def close(self) -> None:
+        self.client.close()
