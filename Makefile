@@ -1,5 +1,5 @@
 # gcl-orchestrator: everything a fresh machine needs goes through these targets.
-#   make demo   set up, then run the analytics pipeline on the bundled weather data (local store)
+#   make demo   set up, then run the analytics pipeline on the bundled weather data through a local S3 server
 #   make test   set up, then run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_STORE ?= demo-store
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo demo-local test test-fast clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# The demo goes through the S3 protocol end to end: gclo dev starts SeaweedFS on 127.0.0.1, uploads the CSV,
+# runs the pipeline until idle, prints the status and the report, and stops the server.
 demo: $(STAMP)
+	$(BIN)/gclo dev --handlers handlers/analytics.py --rules handlers/rules.yaml \
+		--put handlers/data/seattle-weather.csv incoming/seattle-weather.csv \
+		--until-idle --show reports/seattle-weather.md
+
+# The same pipeline on the embedded default, a local directory (no server at all).
+demo-local: $(STAMP)
 	rm -rf $(DEMO_STORE)
 	mkdir -p $(DEMO_STORE)/incoming
 	cp handlers/data/seattle-weather.csv $(DEMO_STORE)/incoming/

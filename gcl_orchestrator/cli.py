@@ -7,14 +7,16 @@ import sys
 from typing import Sequence
 
 from . import __version__, commands
-from .config import EVENT_CHOICES, RunSettings
+from .config import EVENT_CHOICES, DevSettings, RunSettings
 from .errors import ConfigError, GclError, HandlerLoadError, RulesError, SpecError, StorageError
 from .model import State
 
 EPILOG = """examples:
   gclo run --store ./bucket --handlers handlers/analytics.py --rules handlers/rules.yaml --until-idle
+  gclo dev --handlers handlers/analytics.py --rules handlers/rules.yaml      # a local S3 server, then run
+  gclo run --store s3://my-bucket --sqs-queue gclo-events --handlers my_handlers.py
   gclo put data.csv incoming/data.csv --store ./bucket --gcl step.yaml
-  gclo status --store ./bucket
+  gclo status --store s3://my-bucket
   gclo validate pipeline.yaml
 
 exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate);
@@ -30,33 +32,68 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    store_help = "the store: a directory, file://DIR, or memory://NAME"
+    store_help = "the store: s3://BUCKET[/PREFIX], a directory, file://DIR, or memory://NAME"
+    endpoint_help = "S3 endpoint, e.g. http://127.0.0.1:8333 (default: AWS_ENDPOINT_URL, else AWS)"
+
+    def add_store(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", required=True, help=store_help)
+        p.add_argument("--endpoint-url", metavar="URL", help=endpoint_help)
+
+    def add_run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--handlers", action="append", required=True, metavar="FILE_OR_MODULE",
+                       help="a .py file or module with @handler functions (repeatable)")
+        p.add_argument("--rules", metavar="FILE", help="YAML rules mapping key globs to GCL for files without "
+                       "GCL (also read from .gclo/rules.yaml in the store)")
+        p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: the core count)")
+        p.add_argument("--until-idle", action="store_true",
+                       help="exit once nothing is ready or running and nothing arrived for --quiet-period seconds")
+        p.add_argument("--quiet-period", dest="quiet_s", type=float, default=1.0, metavar="SECONDS",
+                       help="quiet period for --until-idle (default 1.0)")
+
     r = sub.add_parser("run", help="run the orchestrator on a store",
                        description="Watch a store, grow the graph from the GCL objects carry, and run handlers.")
-    r.add_argument("--store", required=True, help=store_help)
-    r.add_argument("--handlers", action="append", required=True, metavar="FILE_OR_MODULE",
-                   help="a .py file or module with @handler functions (repeatable)")
-    r.add_argument("--workers", type=int, metavar="N", help="worker processes (default: the core count)")
-    r.add_argument("--until-idle", action="store_true",
-                   help="exit once nothing is ready or running and nothing arrived for --quiet seconds")
-    r.add_argument("--quiet-period", dest="quiet_s", type=float, default=1.0, metavar="SECONDS",
-                   help="quiet period for --until-idle (default 1.0)")
-    r.add_argument("--rules", metavar="FILE", help="YAML rules mapping key globs to GCL for files without GCL "
-                   "(also read from .gclo/rules.yaml in the store)")
+    add_store(r)
+    add_run_options(r)
     r.add_argument("--events", choices=EVENT_CHOICES, default="auto",
-                   help="how new objects are noticed (default auto: a filesystem watch for directories)")
-    r.add_argument("--poll-interval", dest="poll_interval_s", type=float, default=1.0, metavar="SECONDS")
+                   help="how new objects are noticed (default auto: a filesystem watch for directories; on S3 "
+                        "the source the other options point at, MinIO's listener on MinIO, else polling)")
+    r.add_argument("--sqs-queue", metavar="NAME_OR_URL", help="SQS queue receiving the bucket's notifications "
+                   "(see setup-events)")
+    r.add_argument("--filer", metavar="HOST:PORT", help="SeaweedFS filer, to follow its metadata stream")
+    r.add_argument("--webhook-host", default="127.0.0.1", help="address for the MinIO webhook receiver")
+    r.add_argument("--webhook-port", type=int, default=9010, help="port for the MinIO webhook receiver")
+    r.add_argument("--poll-interval", dest="poll_interval_s", type=float, default=1.0, metavar="SECONDS",
+                   help="listing interval with --events poll (default 1.0)")
+    r.add_argument("--reconcile-interval", dest="reconcile_s", type=float, metavar="SECONDS",
+                   help="listing interval behind push sources (default 5 on a directory, 15 on S3)")
     r.add_argument("--executor", choices=("process", "thread"), default="process",
                    help="where handlers run (default: worker processes)")
+
+    d = sub.add_parser("dev", help="start a local S3 server (SeaweedFS) and run the orchestrator on it",
+                       description="Starts SeaweedFS on 127.0.0.1 with generated credentials, creates the bucket, "
+                       "prints how to drop files into it, and runs the orchestrator on it. Ctrl-C stops all.")
+    add_run_options(d)
+    d.add_argument("--bucket", default="gclo", help="bucket to create (default gclo)")
+    d.add_argument("--data-dir", metavar="DIR", help="keep SeaweedFS's data here (default: a temporary directory)")
+    d.add_argument("--s3-port", type=int, metavar="PORT", help="S3 port (default: a free one)")
+    d.add_argument("--put", nargs=2, action="append", default=[], metavar=("LOCAL_FILE", "KEY"),
+                   help="upload a file before running (repeatable)")
+    d.add_argument("--show", action="append", default=[], metavar="KEY", help="print this object at the end")
+
+    e = sub.add_parser("setup-events", help="create an SQS queue and the bucket notification feeding it",
+                       description="Idempotent: creates the queue if missing, allows the bucket to send to it, "
+                       "and adds (or replaces) gclo's entry in the bucket's notification configuration.")
+    add_store(e)
+    e.add_argument("--queue", default="gclo-events", help="queue name or URL (default gclo-events)")
 
     u = sub.add_parser("put", help="upload a file with GCL in its metadata")
     u.add_argument("local_file", help="file to upload (- for standard input)")
     u.add_argument("key", help="object key in the store")
-    u.add_argument("--store", required=True, help=store_help)
+    add_store(u)
     u.add_argument("--gcl", metavar="FILE_OR_TEXT", help="GCL for the computations that follow this object")
 
     s = sub.add_parser("status", help="show every computation and rejected spec of a store")
-    s.add_argument("--store", required=True, help=store_help)
+    add_store(s)
     s.add_argument("--json", action="store_true", help="print the status document as JSON")
     s.add_argument("--state", choices=[st.value for st in State], help="only computations in this state")
 
@@ -83,11 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.run(RunSettings(
                 store=args.store, handlers=args.handlers, workers=args.workers, until_idle=args.until_idle,
                 rules=args.rules, events=args.events, poll_interval_s=args.poll_interval_s,
-                quiet_s=args.quiet_s, executor=args.executor))
+                reconcile_interval_s=args.reconcile_s, quiet_s=args.quiet_s, executor=args.executor,
+                endpoint_url=args.endpoint_url, sqs_queue=args.sqs_queue, filer=args.filer,
+                webhook_host=args.webhook_host, webhook_port=args.webhook_port))
+        if args.command == "dev":
+            return commands.dev(DevSettings(
+                handlers=args.handlers, rules=args.rules, bucket=args.bucket, data_dir=args.data_dir,
+                s3_port=args.s3_port, workers=args.workers, until_idle=args.until_idle, quiet_s=args.quiet_s,
+                puts=[tuple(p) for p in args.put], show=args.show))
+        if args.command == "setup-events":
+            return commands.setup_events(args.store, args.queue, args.endpoint_url)
         if args.command == "put":
-            return commands.put(args.local_file, args.key, args.store, args.gcl)
+            return commands.put(args.local_file, args.key, args.store, args.gcl, endpoint_url=args.endpoint_url)
         if args.command == "status":
-            return commands.status(args.store, args.json, args.state)
+            return commands.status(args.store, args.json, args.state, endpoint_url=args.endpoint_url)
         return commands.validate(args.files)
     except (ConfigError, HandlerLoadError, RulesError, ValueError) as exc:
         print(f"gclo {args.command}: {exc}", file=sys.stderr)

@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from .config import RunSettings, build_orchestrator
-from .errors import ConfigError, SpecError
+import botocore.exceptions
+
+from .config import DevSettings, HandlerRegistry, RunSettings, base_store, build_orchestrator, handler_sources, load_rules
+from .devservers import SeaweedFS
+from .errors import ConfigError, ObjectNotFound, SpecError, StorageError
 from .model import check_key
 from .runtime import read_status, render_status
 from .spec import encode_gcl, load_gcl
-from .storage import open_store
+from .storage import S3ObjectStore, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -62,7 +68,8 @@ def read_gcl_argument(value: str) -> str:
     return value
 
 
-def put(local_file: str, key: str, store_uri: str, gcl: str | None, out: TextIO = sys.stdout) -> int:
+def put(local_file: str, key: str, store_uri: str, gcl: str | None, out: TextIO = sys.stdout,
+        endpoint_url: str | None = None) -> int:
     check_key(key)
     try:
         body = sys.stdin.buffer.read() if local_file == "-" else Path(local_file).read_bytes()
@@ -70,7 +77,7 @@ def put(local_file: str, key: str, store_uri: str, gcl: str | None, out: TextIO 
         raise ConfigError(f"cannot read {local_file}: {exc.strerror}") from None
     specs = load_gcl(read_gcl_argument(gcl), source="--gcl") if gcl else ()
     encoded = encode_gcl(specs)
-    store = open_store(store_uri)
+    store = open_store(store_uri, endpoint_url=endpoint_url)
     if encoded.sidecar_key:
         store.put(encoded.sidecar_key, encoded.sidecar_body or b"")
     info = store.put(key, body, encoded.metadata)
@@ -80,8 +87,9 @@ def put(local_file: str, key: str, store_uri: str, gcl: str | None, out: TextIO 
     return EXIT_OK
 
 
-def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.stdout) -> int:
-    store = open_store(store_uri, create=False)
+def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.stdout,
+           endpoint_url: str | None = None) -> int:
+    store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
     doc = read_status(store)
     if doc is None:
         print(f"no status in {store.describe()}: no orchestrator has run on this store yet", file=sys.stderr)
@@ -92,3 +100,73 @@ def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.s
     else:
         print(render_status(doc, state_filter=state), file=out)
     return EXIT_OK
+
+
+def setup_events(store_uri: str, queue: str, endpoint_url: str | None = None, out: TextIO = sys.stdout) -> int:
+    """Create the SQS queue and the bucket notification that feeds it (safe to run again)."""
+    import boto3
+
+    from .sources.s3_notifications import ensure_notifications
+
+    store = base_store(open_store(store_uri, endpoint_url=endpoint_url))
+    if not isinstance(store, S3ObjectStore):
+        raise ConfigError("setup-events needs an s3:// store")
+    store.server()  # the bucket exists and the credentials work, or one clear error
+    sqs = boto3.session.Session().client("sqs", endpoint_url=store.explicit_endpoint)
+    try:
+        result = ensure_notifications(store.client, sqs, store.bucket, queue, store.prefix)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise StorageError(f"setting up notifications for bucket {store.bucket!r} failed: {exc}") from None
+    print(f"bucket {store.bucket!r} now sends object-created events"
+          f"{' under ' + repr(store.prefix) if store.prefix else ''} to {result['queue_url']}", file=out)
+    print(f"run with: gclo run --store {store_uri} --sqs-queue {queue} --handlers ...", file=out)
+    return EXIT_OK
+
+
+def dev(settings: DevSettings, out: TextIO = sys.stdout) -> int:
+    """Start SeaweedFS on 127.0.0.1 with generated credentials, create the bucket, run the orchestrator on it,
+    and stop everything it started when the run ends or on Ctrl-C."""
+    sources = handler_sources(settings.handlers)
+    HandlerRegistry.from_sources(sources)  # fail on a broken handler file before starting any server
+    load_rules(settings.rules)
+    for local, _key in settings.puts:
+        if not Path(local).is_file():
+            raise ConfigError(f"--put {local}: no such file")
+    temp_dir = None if settings.data_dir else tempfile.mkdtemp(prefix="gclo-dev-")
+    server = SeaweedFS.prepare(settings.data_dir or temp_dir, settings.s3_port)  # type: ignore[arg-type]
+    try:
+        server.start()
+        server.create_bucket(settings.bucket)
+        os.environ.update(server.credentials_env())  # for this process and the worker processes
+        store_uri = f"s3://{settings.bucket}?endpoint_url={server.endpoint}"
+        print(f"gclo dev: SeaweedFS S3 at {server.endpoint} (pid {server.pid}), bucket {settings.bucket!r}, "
+              f"data in {server.data_dir}", file=out)
+        print("  to drop files from another shell:", file=out)
+        print(f"    export AWS_ACCESS_KEY_ID={server.access_key} AWS_SECRET_ACCESS_KEY={server.secret_key} "
+              f"AWS_ENDPOINT_URL={server.endpoint}", file=out)
+        print(f"    aws s3 cp data.csv s3://{settings.bucket}/incoming/data.csv", file=out)
+        print(f"    gclo put data.csv incoming/data.csv --store s3://{settings.bucket} --gcl step.json", file=out)
+        out.flush()
+        store = open_store(store_uri)
+        for local, key in settings.puts:
+            info = store.put(check_key(key), Path(local).read_bytes())
+            print(f"put {key} ({info.size} bytes)", file=out)
+        out.flush()
+        code = run(RunSettings(store=store_uri, handlers=sources, workers=settings.workers,
+                               until_idle=settings.until_idle, rules=settings.rules, events="seaweedfs",
+                               filer=server.filer, quiet_s=settings.quiet_s))
+        if settings.until_idle:
+            doc = read_status(store)
+            if doc is not None:
+                print("\n" + render_status(doc), file=out)
+        for key in settings.show:
+            try:
+                print(f"\n{store.get(key).body.decode('utf-8', 'replace')}", file=out)
+            except ObjectNotFound:
+                print(f"gclo dev: --show {key}: no such object", file=sys.stderr)
+                code = code or EXIT_FAILED
+        return code
+    finally:
+        server.stop()
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -3,6 +3,7 @@ orchestrator. The CLI fills these settings; nothing here parses arguments.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,13 +12,22 @@ from typing import Mapping, Sequence
 from .errors import ConfigError, GclError, RulesError
 from .interfaces import EventSource, Executor, ObjectStore
 from .runtime import HandlerRegistry, Orchestrator, ProcessExecutor, RunOptions, ThreadExecutor
-from .sources import LocalWatchSource, MemoryPushSource, PollingSource
+from .sources import (
+    LocalWatchSource,
+    MemoryPushSource,
+    MinioListenSource,
+    MinioWebhookSource,
+    PollingSource,
+    SeaweedFilerSource,
+    SqsEventSource,
+)
 from .spec import RuleSet
-from .storage import LocalDirectoryStore, MemoryObjectStore, RetryingStore, open_store
+from .storage import LocalDirectoryStore, MemoryObjectStore, RetryingStore, S3ObjectStore, open_store
 
-EVENT_CHOICES = ("auto", "watch", "poll", "memory")
+EVENT_CHOICES = ("auto", "watch", "poll", "memory", "sqs", "seaweedfs", "minio", "minio-webhook")
 # A file copied into a local store by hand may still be growing: the polling source waits this long.
 LOCAL_SETTLE_S = 1.0
+log = logging.getLogger("gclo")
 
 
 @dataclass
@@ -29,10 +39,32 @@ class RunSettings:
     rules: str | None = None
     events: str = "auto"
     poll_interval_s: float = 1.0
-    reconcile_interval_s: float = 5.0
+    reconcile_interval_s: float | None = None  # default: 5 s on a directory, 15 s on S3
     quiet_s: float = 1.0
     executor: str = "process"
+    endpoint_url: str | None = None
+    sqs_queue: str | None = None
+    filer: str | None = None
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 9010
+    webhook_secret: str | None = None
     options: RunOptions = field(default_factory=RunOptions)
+
+
+@dataclass
+class DevSettings:
+    """`gclo dev`: a local SeaweedFS, a bucket, and an orchestrator on it."""
+
+    handlers: Sequence[str]
+    rules: str | None = None
+    bucket: str = "gclo"
+    data_dir: str | None = None
+    s3_port: int | None = None
+    workers: int | None = None
+    until_idle: bool = False
+    quiet_s: float = 1.0
+    puts: Sequence[tuple[str, str]] = ()
+    show: Sequence[str] = ()
 
 
 def base_store(store: ObjectStore) -> ObjectStore:
@@ -56,28 +88,88 @@ def handler_sources(sources: Sequence[str]) -> tuple[str, ...]:
     return tuple(str(Path(s).resolve()) if s.endswith(".py") or Path(s).exists() else s for s in sources)
 
 
+def choose_s3_events(store: S3ObjectStore, settings: RunSettings) -> str:
+    """What `--events auto` means on S3: what the settings point at, else what the server is."""
+    if settings.sqs_queue:
+        return "sqs"
+    if settings.filer:
+        return "seaweedfs"
+    if settings.webhook_secret:
+        return "minio-webhook"
+    server = store.server()
+    if "minio" in server.lower():
+        return "minio"
+    if "seaweedfs" in server.lower():
+        log.info("SeaweedFS detected: pass --filer HOST:PORT to follow its metadata stream instead of polling")
+    else:
+        log.info("no notification source configured: polling (for S3 notifications run `gclo setup-events` "
+                 "and pass --sqs-queue)")
+    return "poll"
+
+
+def _s3_push_source(kind: str, store: S3ObjectStore, settings: RunSettings) -> EventSource:
+    if kind == "sqs":
+        if not settings.sqs_queue:
+            raise ConfigError("--events sqs needs --sqs-queue NAME_OR_URL (see gclo setup-events)")
+        return SqsEventSource.connect(settings.sqs_queue, store.bucket, store.prefix,
+                                      endpoint_url=store.explicit_endpoint)
+    if kind == "seaweedfs":
+        if not settings.filer:
+            raise ConfigError("--events seaweedfs needs --filer HOST:PORT (the filer's HTTP address)")
+        return SeaweedFilerSource(settings.filer, store.bucket, store.prefix)
+    if kind == "minio":
+        import boto3
+
+        creds = boto3.session.Session().get_credentials()
+        if creds is None:
+            raise ConfigError("--events minio needs credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+        frozen = creds.get_frozen_credentials()
+        return MinioListenSource(store.endpoint, store.bucket, store.prefix, frozen.access_key,
+                                 frozen.secret_key, store.server())
+    if kind == "minio-webhook":
+        secret = settings.webhook_secret or os.environ.get("GCLO_WEBHOOK_SECRET")
+        if not secret:
+            raise ConfigError("--events minio-webhook needs a shared secret: set GCLO_WEBHOOK_SECRET "
+                              "(or --webhook-secret)")
+        return MinioWebhookSource(store.bucket, store.prefix, secret, settings.webhook_host, settings.webhook_port)
+    raise ConfigError(f"--events {kind} does not work with an S3 store")
+
+
 def make_sources_factory(store: ObjectStore, settings: RunSettings):
+    """Decides the event sources now (so a wrong choice fails before anything runs) and returns a factory that
+    builds them once the start-up listing is known."""
     inner = base_store(store)
     events = settings.events
     if events not in EVENT_CHOICES:
         raise ConfigError(f"--events must be one of {', '.join(EVENT_CHOICES)}, not {events!r}")
     local = isinstance(inner, LocalDirectoryStore)
+    memory = isinstance(inner, MemoryObjectStore)
+    s3 = isinstance(inner, S3ObjectStore)
+    if events == "auto":
+        events = "watch" if local else "memory" if memory else choose_s3_events(inner, settings)  # type: ignore[arg-type]
     if events == "watch" and not local:
         raise ConfigError("--events watch needs a local directory store")
-    if events == "memory" and not isinstance(inner, MemoryObjectStore):
+    if events == "memory" and not memory:
         raise ConfigError("--events memory needs a memory:// store")
+    if events in ("sqs", "seaweedfs", "minio", "minio-webhook") and not s3:
+        raise ConfigError(f"--events {events} needs an s3:// store")
+    push: EventSource | None = None
+    if s3 and events != "poll":
+        push = _s3_push_source(events, inner, settings)  # type: ignore[arg-type]
     settle = LOCAL_SETTLE_S if local else 0.0
+    reconcile_s = settings.reconcile_interval_s or (5.0 if local or memory else 15.0)
 
     def make(listing: Mapping[str, str]) -> list[EventSource]:
         if events == "poll":
             return [PollingSource(store, settings.poll_interval_s, initial=listing, settle_s=settle)]
-        # A push source, paired with a slower reconciliation listing so a missed notification only delays.
-        reconcile = PollingSource(store, settings.reconcile_interval_s, initial=listing, settle_s=settle)
-        if local:
+        # Every push source is paired with a slower reconciliation listing: a lost notification only delays.
+        reconcile = PollingSource(store, reconcile_s, initial=listing, settle_s=settle)
+        if events == "watch":
             return [LocalWatchSource(inner.root), reconcile]  # type: ignore[attr-defined]
-        if isinstance(inner, MemoryObjectStore):
-            return [MemoryPushSource(inner), reconcile]
-        return [PollingSource(store, settings.poll_interval_s, initial=listing, settle_s=settle)]
+        if events == "memory":
+            return [MemoryPushSource(inner), reconcile]  # type: ignore[arg-type]
+        assert push is not None
+        return [push, reconcile]
 
     return make
 
@@ -91,7 +183,8 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
     sources = handler_sources(settings.handlers)
     registry = HandlerRegistry.from_sources(sources)
     rules = load_rules(settings.rules)
-    store = open_store(settings.store)
+    # An explicit endpoint becomes part of the store's URI, which is how worker processes reopen it.
+    store = open_store(settings.store, endpoint_url=settings.endpoint_url)
     workers = settings.workers or os.cpu_count() or 1
     executor: Executor
     if settings.executor == "thread":
@@ -105,8 +198,9 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
     options = settings.options
     options.until_idle = settings.until_idle
     options.quiet_s = settings.quiet_s
-    return Orchestrator(store, executor, registry, make_sources=make_sources_factory(store, settings),
-                        rules=rules, options=options)
+    make_sources = make_sources_factory(store, settings)
+    return Orchestrator(store, executor, registry, make_sources=make_sources, rules=rules, options=options)
 
 
-__all__ = ["RunSettings", "build_orchestrator", "load_rules", "open_store", "ConfigError", "GclError", "RulesError"]
+__all__ = ["RunSettings", "DevSettings", "build_orchestrator", "load_rules", "handler_sources", "base_store",
+           "HandlerRegistry", "open_store", "ConfigError", "GclError", "RulesError"]

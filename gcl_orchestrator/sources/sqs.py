@@ -10,6 +10,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from ..errors import ConfigError
 from ..interfaces import Emit, EventSource
 from .s3_records import parse_notification
 
@@ -30,6 +31,20 @@ class SqsEventSource(EventSource):
             "sqs", endpoint_url=endpoint_url, config=Config(retries={"total_max_attempts": 1}, read_timeout=wait_s + 10))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def connect(cls, queue: str, bucket: str, prefix: str = "", *, endpoint_url: str | None = None) -> "SqsEventSource":
+        """A source for `queue` (a name or URL), which must exist: `gclo setup-events` creates it."""
+        source = cls(queue, bucket, prefix, endpoint_url=endpoint_url)
+        if "://" not in queue:
+            try:
+                source.queue_url = source.client.get_queue_url(QueueName=queue)["QueueUrl"]
+            except source.client.exceptions.QueueDoesNotExist:
+                raise ConfigError(f"SQS queue {queue!r} does not exist: run `gclo setup-events --store "
+                                  f"s3://{bucket} --queue {queue}` first") from None
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                raise ConfigError(f"cannot look up SQS queue {queue!r}: {exc}") from None
+        return source
 
     def _acker(self, receipt: str, count: int):
         remaining = [count]

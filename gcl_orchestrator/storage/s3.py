@@ -96,6 +96,11 @@ class S3ObjectStore(ObjectStore):
         options = {k: v for k, v in (("endpoint_url", self._explicit_endpoint), ("region", self._region)) if v}
         return base + ("?" + urlencode(options, quote_via=quote) if options else "")
 
+    @property
+    def explicit_endpoint(self) -> str | None:
+        """The endpoint given by URI or argument (None: boto3's own configuration decides)."""
+        return self._explicit_endpoint
+
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/") + f" at {self.endpoint}"
 
