@@ -27,7 +27,7 @@ def split(ctx):
     for i, n in enumerate(numbers):
         out = f"parts/{i:03d}.json"
         ctx.emit(computation=f"double:{i}", handler_type="double", inputs=[ctx.output], output=out,
-                 params={"index": i, "runs": ctx.params.get("runs")})
+                 params={"index": i, "runs": ctx.params.get("runs"), "sleep": ctx.params.get("sleep", 0)})
         parts.append(out)
     ctx.emit(computation="total", handler_type="total", inputs=parts, output="total.json",
              params={"runs": ctx.params.get("runs")})
@@ -37,6 +37,7 @@ def split(ctx):
 @handler("double")
 def double(ctx):
     _count(ctx)
+    time.sleep(ctx.params.get("sleep") or 0)
     return ctx.read_json()[ctx.params["index"]] * 2
 
 
