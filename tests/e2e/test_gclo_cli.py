@@ -130,7 +130,11 @@ def test_a_live_run_picks_up_files_dropped_with_cp_and_stops_on_ctrl_c(tmp_path)
 @pytest.mark.parametrize("args, code, message", [
     (["run", "--store", "{tmp}/s", "--handlers", "{tmp}/missing.py"], 2, "handler file {tmp}/missing.py does not exist"),
     (["run", "--store", "{tmp}/s", "--handlers", "no_such_module_xyz"], 2, "cannot import handlers 'no_such_module_xyz'"),
-    (["run", "--store", "s3://bucket", "--handlers", TEST_HANDLERS], 2, "scheme 's3' is not available"),
+    (["run", "--store", "gs://bucket", "--handlers", TEST_HANDLERS], 2, "scheme 'gs' is not available"),
+    (["run", "--store", "s3://Bad_Bucket", "--handlers", TEST_HANDLERS], 2, "'Bad_Bucket' is not a valid bucket name"),
+    (["run", "--store", "s3://bucket1?colour=red", "--handlers", TEST_HANDLERS], 2, "unknown option(s) colour"),
+    (["run", "--store", "{tmp}/s", "--handlers", TEST_HANDLERS, "--events", "sqs"], 2, "needs an s3:// store"),
+    (["setup-events", "--store", "{tmp}/s"], 2, "setup-events needs an s3:// store"),
     (["run", "--store", "{tmp}/s", "--handlers", TEST_HANDLERS, "--workers", "0"], 2, "--workers must be at least 1"),
     (["run", "--store", "{tmp}/s", "--handlers", TEST_HANDLERS, "--rules", "{tmp}/nope.yaml"], 2,
      "cannot read rules file"),
