@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from ..errors import ConfigError
 from ..interfaces import Emit, EventSource
+from .looping import LoopingSource
 from .s3_records import objects_from_records
 
 log = logging.getLogger("gclo.sources")
@@ -27,7 +28,7 @@ def parse_minio_event(body: bytes | str, bucket: str, prefix: str, source: str) 
     return objects_from_records(data.get("Records") or [], bucket, prefix, source)
 
 
-class MinioListenSource(EventSource):
+class MinioListenSource(LoopingSource):
     name = "minio"
 
     def __init__(self, endpoint_url: str, bucket: str, prefix: str, access_key: str, secret_key: str,
@@ -37,46 +38,37 @@ class MinioListenSource(EventSource):
                               f"{server_header or 'something else'!r}; use --events poll or the server's own source")
         from minio import Minio  # only MinIO users need the client loaded
 
+        super().__init__()
         url = urlparse(endpoint_url)
         self.client = Minio(url.netloc, access_key=access_key, secret_key=secret_key, secure=url.scheme == "https")
         self.bucket = bucket
         self.prefix = prefix
-        self._stop = threading.Event()
         self._events: Any = None
-        self._thread: threading.Thread | None = None
 
-    def start(self, emit: Emit) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    with self.client.listen_bucket_notification(self.bucket, prefix=self.prefix,
-                                                                events=["s3:ObjectCreated:*"]) as events:
-                        self._events = events
-                        for event in events:
-                            if self._stop.is_set():
-                                return
-                            for ev in objects_from_records(event.get("Records") or [], self.bucket, self.prefix,
-                                                           self.name):
-                                emit(ev)
-                except Exception as exc:  # the connection drops when MinIO restarts: listen again
-                    if not self._stop.is_set():
-                        log.warning("minio: listening failed: %s (again in 1s)", exc)
-                        self._stop.wait(1.0)
+    def _loop(self, emit: Emit) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self.client.listen_bucket_notification(self.bucket, prefix=self.prefix,
+                                                            events=["s3:ObjectCreated:*"]) as events:
+                    self._events = events
+                    for event in events:
+                        if self._stopping.is_set():
+                            return
+                        for ev in objects_from_records(event.get("Records") or [], self.bucket, self.prefix,
+                                                       self.name):
+                            emit(ev)
+            except Exception as exc:  # the connection drops when MinIO restarts: listen again
+                if not self._stopping.is_set():
+                    log.warning("minio: listening failed: %s (again in 1s)", exc)
+                    self._stopping.wait(1.0)
 
-        self._thread = threading.Thread(target=loop, name="gclo-minio", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def _interrupt(self) -> None:
         events = self._events
         if events is not None:
             try:
-                events.close()
+                events.close()  # ends the streaming response the loop is blocked on
             except Exception:
                 pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
 
 class MinioWebhookSource(EventSource):

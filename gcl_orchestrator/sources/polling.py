@@ -5,13 +5,13 @@ notification a delay instead of a loss.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable, Mapping
 
 from ..errors import GclError
-from ..interfaces import Emit, EventSource, ObjectStore
+from ..interfaces import Emit, ObjectStore
 from ..model import ObjectCreated, is_reserved
+from .looping import LoopingSource
 
 log = logging.getLogger("gclo.sources")
 
@@ -21,7 +21,7 @@ def diff_listing(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
     return sorted(k for k, etag in new.items() if old.get(k) != etag)
 
 
-class PollingSource(EventSource):
+class PollingSource(LoopingSource):
     """Lists `store` every `interval_s` seconds. Objects modified less than `settle_s` ago are left for the
     next round, so a file still being copied into a local directory is not reported half-written."""
 
@@ -30,14 +30,13 @@ class PollingSource(EventSource):
     def __init__(self, store: ObjectStore, interval_s: float = 1.0, *, prefix: str = "",
                  initial: Mapping[str, str] | None = None, settle_s: float = 0.0,
                  clock: Callable[[], float] = time.time):
+        super().__init__()
         self.store = store
         self.interval_s = interval_s
         self.prefix = prefix
         self.settle_s = settle_s
         self._clock = clock
         self._known: dict[str, str] = dict(initial or {})
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def scan(self) -> list[ObjectCreated]:
         """One listing, diffed against the previous one (public for tests and one-shot reconciliation)."""
@@ -54,22 +53,11 @@ class PollingSource(EventSource):
         self._known.update(listing)
         return [ObjectCreated(k, listing[k], None, self.name) for k in changed]
 
-    def start(self, emit: Emit) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    for ev in self.scan():
-                        emit(ev)
-                except GclError as exc:
-                    log.warning("polling %s failed: %s (next try in %.1fs)", self.store.describe(), exc,
-                                self.interval_s)
-                self._stop.wait(self.interval_s)
-
-        self._thread = threading.Thread(target=loop, name=f"gclo-{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+    def _loop(self, emit: Emit) -> None:
+        while not self._stopping.is_set():
+            try:
+                for ev in self.scan():
+                    emit(ev)
+            except GclError as exc:
+                log.warning("polling %s failed: %s (next try in %.1fs)", self.store.describe(), exc, self.interval_s)
+            self._stopping.wait(self.interval_s)

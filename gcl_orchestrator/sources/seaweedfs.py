@@ -12,8 +12,9 @@ import time
 from typing import Any, Mapping
 
 from ..devservers.seaweedfs import weed_binary
-from ..interfaces import Emit, EventSource
+from ..interfaces import Emit
 from ..model import ObjectCreated, is_reserved
+from .looping import LoopingSource
 
 log = logging.getLogger("gclo.sources")
 MAX_EVENT_BYTES = 16 << 20
@@ -81,11 +82,12 @@ class FilerStreamDecoder:
         return data if isinstance(data, dict) else None
 
 
-class SeaweedFilerSource(EventSource):
+class SeaweedFilerSource(LoopingSource):
     name = "seaweedfs"
 
     def __init__(self, filer: str, bucket: str, prefix: str = "", *, since_s: float = 2.0,
                  reconnect_s: float = 1.0):
+        super().__init__()
         self.filer = filer
         self.bucket = bucket
         self.prefix = prefix
@@ -93,9 +95,7 @@ class SeaweedFilerSource(EventSource):
         self._reconnect_s = reconnect_s
         self._last_ns: int | None = None
         self._proc: subprocess.Popen | None = None
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def _command(self) -> list[str]:
         if self._last_ns is None:
@@ -107,7 +107,7 @@ class SeaweedFilerSource(EventSource):
 
     def _run_once(self, emit: Emit) -> None:
         with self._lock:
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 return
             self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                           stdin=subprocess.DEVNULL, text=True, bufsize=1)
@@ -128,24 +128,19 @@ class SeaweedFilerSource(EventSource):
                 emit(created)
         self._proc.wait()
 
-    def start(self, emit: Emit) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self._run_once(emit)
-                except OSError as exc:
-                    log.warning("seaweedfs: cannot run filer.meta.tail: %s", exc)
-                if not self._stop.is_set():
-                    log.warning("seaweedfs: metadata stream from %s ended; reopening in %.1fs", self.filer,
-                                self._reconnect_s)
-                    self._stop.wait(self._reconnect_s)
+    def _loop(self, emit: Emit) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._run_once(emit)
+            except OSError as exc:
+                log.warning("seaweedfs: cannot run filer.meta.tail: %s", exc)
+            if not self._stopping.is_set():
+                log.warning("seaweedfs: metadata stream from %s ended; reopening in %.1fs", self.filer,
+                            self._reconnect_s)
+                self._stopping.wait(self._reconnect_s)
 
-        self._thread = threading.Thread(target=loop, name="gclo-seaweedfs", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stop.set()
+    def _interrupt(self) -> None:
+        with self._lock:  # after this, _run_once starts no new process
             proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -154,6 +149,3 @@ class SeaweedFilerSource(EventSource):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None

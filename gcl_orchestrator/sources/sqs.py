@@ -11,17 +11,19 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError
-from ..interfaces import Emit, EventSource
+from ..interfaces import Emit
+from .looping import LoopingSource
 from .s3_records import parse_notification
 
 log = logging.getLogger("gclo.sources")
 
 
-class SqsEventSource(EventSource):
+class SqsEventSource(LoopingSource):
     name = "sqs"
 
     def __init__(self, queue_url: str, bucket: str, prefix: str = "", *, client: Any = None,
                  endpoint_url: str | None = None, wait_s: int = 1, visibility_timeout_s: int = 120):
+        super().__init__()
         self.queue_url = queue_url
         self.bucket = bucket
         self.prefix = prefix
@@ -29,8 +31,6 @@ class SqsEventSource(EventSource):
         self.visibility_timeout_s = visibility_timeout_s
         self.client = client or boto3.session.Session().client(
             "sqs", endpoint_url=endpoint_url, config=Config(retries={"total_max_attempts": 1}, read_timeout=wait_s + 10))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def connect(cls, queue: str, bucket: str, prefix: str = "", *, endpoint_url: str | None = None) -> "SqsEventSource":
@@ -79,23 +79,13 @@ class SqsEventSource(EventSource):
                 emit(ev.__class__(ev.key, ev.etag, ev.metadata, ev.source, ack))
         return len(messages)
 
-    def start(self, emit: Emit) -> None:
-        def loop() -> None:
-            backoff = 0.5
-            while not self._stop.is_set():
-                try:
-                    self.poll_once(emit)
-                    backoff = 0.5
-                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-                    log.warning("sqs: receiving from %s failed: %s (next try in %.1fs)", self.queue_url, exc, backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
-
-        self._thread = threading.Thread(target=loop, name="gclo-sqs", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+    def _loop(self, emit: Emit) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                self.poll_once(emit)
+                backoff = 0.5
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                log.warning("sqs: receiving from %s failed: %s (next try in %.1fs)", self.queue_url, exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
