@@ -9,10 +9,10 @@ The handler API is what handler modules import:
         ...
 """
 from .errors import GclError, PermanentHandlerError, SpecError
-from .model import ComputationSpec
+from .model import Completion, ComputationSpec
 from .runtime.context import HandlerContext
 from .runtime.handlers import handler
 
 __version__ = "0.1.0"
-__all__ = ["handler", "HandlerContext", "ComputationSpec", "GclError", "SpecError", "PermanentHandlerError",
+__all__ = ["handler", "HandlerContext", "Completion", "ComputationSpec", "GclError", "SpecError", "PermanentHandlerError",
            "__version__"]

@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="listing interval behind push sources (default 5 on a directory, 15 on S3)")
     r.add_argument("--executor", choices=("process", "thread"), default="process",
                    help="where handlers run (default: worker processes)")
+    r.add_argument("--resources", metavar="NAME=AMOUNT,...",
+                   help="capacity of the general pool, e.g. cpu=4,memory_mb=8000,gpu=1 (cpu defaults to --workers; "
+                        "a resource not named has none)")
+    r.add_argument("--pool", dest="pools", action="append", default=[], metavar="TYPE=N[:NAME=AMOUNT,...]",
+                   help="a pool of N workers that alone runs handler type TYPE, e.g. ml_handler=1:gpu=1 (repeatable)")
+    r.add_argument("--ageing-rate", dest="ageing", type=float, default=1.0, metavar="POINTS_PER_S",
+                   help="priority points ready work gains per second of waiting, so low priority never starves "
+                        "(default 1.0)")
+    r.add_argument("--deadlock-grace", default="60", metavar="SECONDS|off",
+                   help="after this long with nothing running or arriving, work waiting for inputs that nothing "
+                        "produces is failed as deadlocked (default 60)")
 
     d = sub.add_parser("dev", help="start a local S3 server (SeaweedFS) and run the orchestrator on it",
                        description="Starts SeaweedFS on 127.0.0.1 with generated credentials, creates the bucket, "
@@ -102,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _grace(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none", "never"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--deadlock-grace {text!r}: give seconds or off") from None
+
+
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -122,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rules=args.rules, events=args.events, poll_interval_s=args.poll_interval_s,
                 reconcile_interval_s=args.reconcile_s, quiet_s=args.quiet_s, executor=args.executor,
                 endpoint_url=args.endpoint_url, sqs_queue=args.sqs_queue, filer=args.filer,
-                webhook_host=args.webhook_host, webhook_port=args.webhook_port))
+                webhook_host=args.webhook_host, webhook_port=args.webhook_port, resources=args.resources,
+                pools=args.pools, ageing_per_s=args.ageing, deadlock_grace_s=_grace(args.deadlock_grace)))
         if args.command == "dev":
             return commands.dev(DevSettings(
                 handlers=args.handlers, rules=args.rules, bucket=args.bucket, data_dir=args.data_dir,

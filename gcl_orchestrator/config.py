@@ -11,6 +11,8 @@ from typing import Mapping, Sequence
 
 from .errors import ConfigError, GclError, RulesError
 from .interfaces import EventSource, Executor, ObjectStore
+from .core import SchedulerConfig
+from .model import FrozenDict, PoolSpec
 from .runtime import HandlerRegistry, Orchestrator, ProcessExecutor, RunOptions, ThreadExecutor
 from .sources import (
     LocalWatchSource,
@@ -48,6 +50,10 @@ class RunSettings:
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 9010
     webhook_secret: str | None = None
+    resources: str | None = None  # capacity of the general pool: "cpu=4,memory_mb=8000,gpu=1"
+    pools: Sequence[str] = ()  # affinity pools: "ml_handler=1:gpu=1"
+    ageing_per_s: float = 1.0
+    deadlock_grace_s: float | None = 60.0
     options: RunOptions = field(default_factory=RunOptions)
 
 
@@ -65,6 +71,53 @@ class DevSettings:
     quiet_s: float = 1.0
     puts: Sequence[tuple[str, str]] = ()
     show: Sequence[str] = ()
+
+
+def parse_resources(text: str | None, what: str = "--resources") -> dict[str, float]:
+    """`cpu=4,memory_mb=8000,gpu=1` -> {"cpu": 4.0, ...}."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        name, sep, amount = item.partition("=")
+        try:
+            if not sep or not name.isidentifier():
+                raise ValueError
+            value = float(amount)
+            if value < 0:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{what}: {item!r} is not NAME=AMOUNT (e.g. cpu=4,memory_mb=8000,gpu=1)") from None
+        out[name] = value
+    return out
+
+
+def parse_pool(text: str) -> PoolSpec:
+    """`ml_handler=1:gpu=1`: a pool of 1 worker, with 1 gpu, that alone runs handler type ml_handler."""
+    head, _, resources = text.partition(":")
+    handler_type, sep, slots = head.partition("=")
+    try:
+        if not sep or not handler_type:
+            raise ValueError
+        count = int(slots)
+        if count < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--pool {text!r}: expected HANDLER_TYPE=WORKERS[:RESOURCE=AMOUNT,...], "
+                          "e.g. ml_handler=1:gpu=1") from None
+    return PoolSpec(handler_type, count, FrozenDict(parse_resources(resources, f"--pool {text}")), (handler_type,))
+
+
+def scheduling_config(settings: RunSettings, workers: int) -> SchedulerConfig:
+    general = PoolSpec("general", workers, FrozenDict(parse_resources(settings.resources)))
+    pools = [general]
+    for text in settings.pools:
+        pool = parse_pool(text)
+        if any(p.name == pool.name for p in pools):
+            raise ConfigError(f"--pool {text!r}: a pool named {pool.name!r} is already declared")
+        pools.append(pool)
+    if settings.deadlock_grace_s is not None and settings.deadlock_grace_s < 0:
+        raise ConfigError("--deadlock-grace must be >= 0 seconds, or off")
+    return SchedulerConfig(pools=tuple(pools), ageing_per_s=settings.ageing_per_s,
+                           deadlock_grace_s=settings.deadlock_grace_s)
 
 
 def base_store(store: ObjectStore) -> ObjectStore:
@@ -186,20 +239,25 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
     # An explicit endpoint becomes part of the store's URI, which is how worker processes reopen it.
     store = open_store(settings.store, endpoint_url=settings.endpoint_url)
     workers = settings.workers or os.cpu_count() or 1
+    scheduling = scheduling_config(settings, workers)
+    for pool in scheduling.pools[1:]:
+        if pool.name not in registry:
+            log.warning("--pool %s: no handler of that type is registered", pool.name)
     executor: Executor
     if settings.executor == "thread":
-        executor = ThreadExecutor(workers, registry, store)
+        executor = ThreadExecutor(scheduling.pools, registry, store)
     elif settings.executor == "process":
         if isinstance(base_store(store), MemoryObjectStore):
             raise ConfigError("a memory:// store lives in one process: use --executor thread with it")
-        executor = ProcessExecutor(workers, sources, store.uri)
+        executor = ProcessExecutor(scheduling.pools, sources, store.uri)
     else:
         raise ConfigError(f"--executor must be 'process' or 'thread', not {settings.executor!r}")
     options = settings.options
     options.until_idle = settings.until_idle
     options.quiet_s = settings.quiet_s
     make_sources = make_sources_factory(store, settings)
-    return Orchestrator(store, executor, registry, make_sources=make_sources, rules=rules, options=options)
+    return Orchestrator(store, executor, registry, make_sources=make_sources, rules=rules, options=options,
+                        scheduling=scheduling)
 
 
 __all__ = ["RunSettings", "DevSettings", "build_orchestrator", "load_rules", "handler_sources", "base_store",

@@ -114,17 +114,20 @@ class Task:
     spec: ComputationSpec
     attempt: int
     store_uri: str
+    pool: str = "general"
 
 
 class Executor(abc.ABC):
     """Runs tasks somewhere and reports each outcome as an event into the orchestrator's queue.
 
     Contract:
-    - `start(emit)` before any `submit`; `capacity` says how many tasks run at once (the core never submits
-      more than that).
+    - `start(emit)` before any `submit`; `capacity` says how many tasks run at once in all, and `task.pool`
+      names the worker pool a task runs in (the core never submits more to a pool than its slots).
     - `submit(task)` never blocks on the task. Exactly one ComputationSucceeded or ComputationFailed is emitted
       per submitted task, carrying the task's computation and attempt, also when the handler crashes its
-      worker, hangs past `stop`, or the worker cannot start.
+      worker, is cancelled, hangs past `stop`, or the worker cannot start.
+    - `cancel(computation, attempt)` ends that attempt if it is queued or running (a time-out); its outcome is
+      still emitted (as a failure, unless it finished first). Cancelling what is not there does nothing.
     - `stop(grace_s)` lets running tasks finish for up to `grace_s` seconds, then ends them; idempotent; leaves
       no thread or process behind.
     """
@@ -132,6 +135,9 @@ class Executor(abc.ABC):
     @property
     @abc.abstractmethod
     def capacity(self) -> int: ...
+
+    @abc.abstractmethod
+    def cancel(self, computation: str, attempt: int) -> None: ...
 
     @abc.abstractmethod
     def start(self, emit: Callable[[ComputationSucceeded | ComputationFailed], None]) -> None: ...

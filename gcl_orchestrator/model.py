@@ -3,7 +3,10 @@ object keys and metadata rules. Nothing here does I/O.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -207,6 +210,7 @@ class ComputationSucceeded:
     specs: tuple[ComputationSpec, ...] | None = ()
     metadata: Mapping[str, str] | None = None
     duration_s: float = 0.0
+    subscriber: str | None = None  # handler type to tell when each emitted computation ends (ctx request)
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,7 @@ class SpecsSubmitted:
 
     source: str
     specs: tuple[ComputationSpec, ...]
+    subscriber: str | None = None
 
 
 CoreEvent = ObjectAvailable | SpecsSubmitted | ComputationSucceeded | ComputationFailed
@@ -246,10 +251,55 @@ CoreEvent = ObjectAvailable | SpecsSubmitted | ComputationSucceeded | Computatio
 
 @dataclass(frozen=True)
 class Dispatch:
-    """Run `spec` now (attempt numbers start at 1)."""
+    """Run `spec` now in worker pool `pool`. Attempt numbers start at 1 and count every attempt of the
+    computation, alternatives included; `spec` is the variant to run (an alternative applied, if any)."""
 
     spec: ComputationSpec
     attempt: int
+    pool: str = "general"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """End attempt `attempt` of `computation` (a time-out); the core already counted it as failed."""
+
+    computation: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a completion handler is told: which computation ended, how, after how many attempts, with which
+    error, and which variant (the computation itself or an alternative) produced the output."""
+
+    computation: str
+    state: "State"
+    output: str
+    attempts: int
+    error: str | None = None
+    produced_by: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is State.DONE
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Tell handler type `handler_type` that a computation ended."""
+
+    handler_type: str
+    completion: Completion
+
+
+@dataclass(frozen=True)
+class Deadlock:
+    """A deadlock found and resolved: which kind, which computations, and why, in words."""
+
+    kind: str
+    computations: tuple[str, ...]
+    explanation: str
 
 
 @dataclass(frozen=True)
@@ -263,22 +313,25 @@ class Reject:
 
 @dataclass(frozen=True)
 class Settle:
-    """Tell the user that a computation reached a final state (done, failed) without or after running."""
+    """A computation reached a final state (done, failed, upstream-failed); `detail` says how, empty for a
+    plain success. The runtime logs it and publishes a completion event."""
 
     computation: str
     state: "State"
     detail: str = ""
 
 
-Instruction = Dispatch | Reject | Settle
+Instruction = Dispatch | Reject | Settle | Cancel | Notify | Deadlock
 
 
 class State(str, enum.Enum):
     WAITING = "waiting"
     READY = "ready"
     RUNNING = "running"
+    RETRYING = "retrying"  # an attempt failed; the next one is due at retry_at
     DONE = "done"
     FAILED = "failed"
+    UPSTREAM_FAILED = "upstream-failed"  # an input will never come because its producer failed
 
     def __str__(self) -> str:
         return self.value
@@ -293,3 +346,60 @@ def priority_value(value: int | str) -> int:
 
 def unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
+
+
+# --- scheduling policies ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often an attempt is repeated and how long to wait in between: min(max_delay, initial * multiplier^(n-1))
+    plus a random jitter of up to jitter_s, after the n-th failure."""
+
+    max_attempts: int = 1
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    multiplier: float = 2.0
+    jitter_s: float = 0.0
+
+    @classmethod
+    def from_spec(cls, retry: Mapping[str, Any]) -> "RetryPolicy":
+        return cls(**{k: retry[k] for k in ("max_attempts", "initial_delay_s", "max_delay_s", "multiplier",
+                                            "jitter_s") if k in retry})
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        base = min(self.max_delay_s, self.initial_delay_s * self.multiplier ** max(0, failures - 1))
+        return base + (rng.uniform(0, self.jitter_s) if self.jitter_s else 0.0)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A pool of worker slots. `handler_types` run only here (affinity); a pool without them is the general pool
+    for every other type. `capacity` bounds the resources its running computations declare; `cpu` defaults to
+    the number of slots and any resource not named has none."""
+
+    name: str
+    slots: int
+    capacity: FrozenDict = field(default_factory=FrozenDict)
+    handler_types: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if "cpu" not in self.capacity:
+            object.__setattr__(self, "capacity", FrozenDict({"cpu": float(self.slots), **self.capacity}))
+
+
+@functools.lru_cache(maxsize=4096)
+def variant(spec: ComputationSpec, alternative: int) -> ComputationSpec:
+    """The spec as alternative `alternative` runs it (0: the spec itself): its handler_type and params replace
+    the spec's. The computation keeps its name (it is one node of the graph, whichever variant produces its
+    output); an alternative's own `computation` field is the label of that variant, see `variant_label`."""
+    if alternative == 0:
+        return spec
+    override = spec.alternatives[alternative - 1]
+    return dataclasses.replace(spec, **{k: override[k] for k in ("handler_type", "params") if k in override})
+
+
+def variant_label(spec: ComputationSpec, alternative: int) -> str:
+    if alternative == 0:
+        return spec.computation
+    return str(spec.alternatives[alternative - 1].get("computation") or f"{spec.computation}#alternative{alternative}")

@@ -1,4 +1,4 @@
 """The pure scheduling core: events in, instructions out, time passed in. Imports only `model` and `errors`."""
-from .scheduler import ComputationRecord, Rejection, Scheduler
+from .scheduler import ComputationRecord, Rejection, Scheduler, SchedulerConfig
 
-__all__ = ["Scheduler", "ComputationRecord", "Rejection"]
+__all__ = ["Scheduler", "SchedulerConfig", "ComputationRecord", "Rejection"]

@@ -1,28 +1,53 @@
 """The scheduling core: the global graph, mutated only by `handle(events, now) -> instructions`.
 
-No I/O, no clock, no threads. Cost per event is proportional to what the event touches (the waiters of one
-key, the specs it carries), never to the size of the graph.
+No I/O, no clock, no threads; randomness (retry jitter) comes from an injected generator. Cost per event is
+what the event touches (the waiters of one key, the specs it carries, one pool's heap), never the size of the
+graph; only deadlock resolution scans, and only after the graph has been quiet for the grace period.
 """
 from __future__ import annotations
 
 import heapq
+import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from ..errors import CycleError
 from ..model import (
+    Cancel,
+    Completion,
     ComputationFailed,
     ComputationSpec,
     ComputationSucceeded,
+    Deadlock,
     Dispatch,
     Instruction,
+    Notify,
     ObjectAvailable,
+    PoolSpec,
     Reject,
+    RetryPolicy,
     Settle,
     SpecsSubmitted,
     State,
+    variant,
+    variant_label,
 )
+
+ACTIVE = (State.WAITING, State.READY, State.RUNNING, State.RETRYING)
+FINAL = (State.DONE, State.FAILED, State.UPSTREAM_FAILED)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Pools (the first one without handler types is the general pool), ageing of ready work in priority
+    points per second, how long the graph must be quiet before waiting work counts as deadlocked (None: never),
+    and the retry policy for specs that declare none."""
+
+    pools: tuple[PoolSpec, ...] = (PoolSpec("general", 1),)
+    ageing_per_s: float = 1.0
+    deadlock_grace_s: float | None = 60.0
+    default_retry: RetryPolicy = RetryPolicy()
 
 
 @dataclass
@@ -33,16 +58,34 @@ class ComputationRecord:
     source: str  # the object key (or other origin) whose GCL declared it
     state: State
     missing: set[str] = field(default_factory=set)
-    attempts: int = 0
+    attempts: int = 0  # all attempts, every alternative included; also the id of the current one
+    variant_attempts: int = 0  # attempts of the current variant
+    alternative: int = 0  # 0: the spec itself; i: spec.alternatives[i - 1]
+    pool: str = ""
     last_error: str | None = None
+    errors: list[str] = field(default_factory=list)
     note: str = ""
+    produced_by: str | None = None  # name of the variant that produced the output
     registered_at: float = 0.0
+    ready_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    retry_at: float | None = None
+    subscribers: tuple[str, ...] = ()  # handler types told when this computation ends (notify + ctx requests)
 
     @property
     def name(self) -> str:
         return self.spec.computation
+
+    @property
+    def current(self) -> ComputationSpec:
+        """The spec of the variant being tried (the spec itself, or an alternative applied to it)."""
+        return variant(self.spec, self.alternative)
+
+    @property
+    def label(self) -> str:
+        """The name of the variant being tried."""
+        return variant_label(self.spec, self.alternative)
 
 
 @dataclass(frozen=True)
@@ -53,32 +96,59 @@ class Rejection:
     at: float
 
 
-class Scheduler:
-    """Holds the graph and decides what runs. `slots` bounds how many computations run at once."""
+@dataclass
+class _Pool:
+    spec: PoolSpec
+    ready: list[tuple[float, int, str]] = field(default_factory=list)  # (-aged priority, order, computation)
+    running: int = 0
+    used: dict[str, float] = field(default_factory=dict)
 
-    def __init__(self, slots: int = 1):
-        if slots < 1:
-            raise ValueError("slots must be at least 1")
-        self.slots = slots
+
+class Scheduler:
+    """Holds the graph and decides what runs where, when to retry, what to give up on, and whom to tell."""
+
+    def __init__(self, slots: int | None = None, *, config: SchedulerConfig | None = None,
+                 rng: random.Random | None = None):
+        if config is None:
+            config = SchedulerConfig(pools=(PoolSpec("general", slots or 1),))
+        elif slots is not None:
+            raise ValueError("give either slots or config")
+        if not config.pools or any(p.slots < 1 for p in config.pools):
+            raise ValueError("every pool needs at least one slot")
+        self.config = config
+        self._rng = rng or random.Random(0)
+        self._pools = {p.name: _Pool(p) for p in config.pools}
+        general = [p for p in config.pools if not p.handler_types]
+        self._general = general[0].name if general else None
+        self._affinity = {t: p.name for p in config.pools for t in p.handler_types}
         self._records: dict[str, ComputationRecord] = {}
         self._producer: dict[str, str] = {}  # output key -> computation
         self._consumers: dict[str, set[str]] = {}  # input key -> computations reading it
         self._waiters: dict[str, set[str]] = {}  # missing key -> waiting computations
         self._available: set[str] = set()
-        self._ready: list[tuple[int, int, str]] = []  # (-priority, arrival order, computation)
+        self._failed_keys: dict[str, str] = {}  # output of a failed computation -> that computation
+        self._timers: list[tuple[float, int, str, str, int]] = []  # (due, order, kind, computation, attempt)
         self._seq = 0
-        self._running = 0
         self._counts = {s: 0 for s in State}
         self._rejections: list[Rejection] = []
         self._rejection_seen: set[tuple[str, str | None, str]] = set()
+        self._deadlocks: list[Deadlock] = []
+        self._last_activity = 0.0
+
+    @property
+    def slots(self) -> int:
+        return sum(p.spec.slots for p in self._pools.values())
 
     # --- the one way in ----------------------------------------------------------------------------------------
 
     def handle(self, events: Iterable[object], now: float) -> list[Instruction]:
-        """Apply a batch of events and return what to do. Within a batch, every object becomes available
-        before any spec is registered, so a listing handed over in one batch never reruns existing outputs."""
+        """Apply a batch of events at time `now` and return what to do. An empty batch lets time pass (retry
+        delays, time-outs, deadlock grace). Within a batch, every object becomes available before any spec is
+        registered, so a listing handed over in one batch never reruns existing outputs."""
         events = list(events)
         out: list[Instruction] = []
+        if events:
+            self._last_activity = now
         for ev in events:
             if isinstance(ev, ObjectAvailable):
                 self._make_available(ev.key, now, out)
@@ -90,19 +160,23 @@ class Scheduler:
                     self._reject(ev.key, None, ev.gcl_error, now, out)
                 self._register_all(ev.key, ev.specs, now, out)
             elif isinstance(ev, SpecsSubmitted):
-                self._register_all(ev.source, ev.specs, now, out)
+                self._register_all(ev.source, ev.specs, now, out, ev.subscriber)
             elif isinstance(ev, ComputationSucceeded):
                 if self._is_current(ev.computation, ev.attempt):
                     rec = self._finish(ev.computation, State.DONE, now)
-                    self._register_all(rec.spec.output, ev.specs or (), now, out)
+                    rec.produced_by = rec.label
+                    out.append(Settle(rec.name, State.DONE, ""))
+                    self._announce(rec, out)
+                    self._register_all(rec.spec.output, ev.specs or (), now, out, ev.subscriber)
             elif isinstance(ev, ComputationFailed):
                 if self._is_current(ev.computation, ev.attempt):
-                    rec = self._finish(ev.computation, State.FAILED, now)
-                    rec.last_error = ev.error
-                    out.append(Settle(rec.name, State.FAILED, ev.error))
+                    self._failed_attempt(self._records[ev.computation], ev.error, ev.permanent, now, out,
+                                         release=True)
             else:
                 raise TypeError(f"the scheduler does not handle {type(ev).__name__}")
+        self._fire_timers(now, out)
         self._dispatch(now, out)
+        self._check_deadlock(now, out)
         return out
 
     # --- queries (cheap; none scans the graph unless its name says so) ------------------------------------------
@@ -117,6 +191,10 @@ class Scheduler:
     @property
     def rejections(self) -> tuple[Rejection, ...]:
         return tuple(self._rejections)
+
+    @property
+    def deadlocks(self) -> tuple[Deadlock, ...]:
+        return tuple(self._deadlocks)
 
     def counts(self) -> dict[State, int]:
         return dict(self._counts)
@@ -133,48 +211,124 @@ class Scheduler:
         return self._records[name].state if name else None
 
     def is_quiescent(self) -> bool:
-        """Nothing ready and nothing running: only new events can make progress."""
-        return self._running == 0 and self._counts[State.READY] == 0
+        """Nothing ready, running or due for a retry: only new events can make progress."""
+        return (self._counts[State.RUNNING] == 0 and self._counts[State.READY] == 0
+                and self._counts[State.RETRYING] == 0)
+
+    def next_wakeup(self) -> float | None:
+        """When time alone will change something (a retry, a time-out, the deadlock grace), if ever."""
+        while self._timers and not self._timer_valid(self._timers[0]):
+            heapq.heappop(self._timers)
+        due = self._timers[0][0] if self._timers else None
+        grace = self.config.deadlock_grace_s
+        if grace is not None and self._counts[State.WAITING] and self.is_quiescent():
+            deadline = self._last_activity + grace
+            due = deadline if due is None else min(due, deadline)
+        return due
 
     def waiting(self) -> list[ComputationRecord]:
         """Waiting computations with what each lacks (a full scan: for the end of a run)."""
         return [r for r in self._records.values() if r.state is State.WAITING]
 
-    # --- internals ---------------------------------------------------------------------------------------------
+    # --- state changes -----------------------------------------------------------------------------------------
 
     def _is_current(self, name: str, attempt: int) -> bool:
         rec = self._records.get(name)
         return rec is not None and rec.state is State.RUNNING and rec.attempts == attempt
-
-    def _finish(self, name: str, state: State, now: float) -> ComputationRecord:
-        rec = self._records[name]
-        self._running -= 1
-        self._set_state(rec, state)
-        rec.finished_at = now
-        return rec
 
     def _set_state(self, rec: ComputationRecord, state: State) -> None:
         self._counts[rec.state] -= 1
         self._counts[state] += 1
         rec.state = state
 
-    def _make_available(self, key: str, now: float, out: list[Instruction]) -> None:
-        if key in self._available:
-            return
-        self._available.add(key)
-        name = self._producer.get(key)
-        if name is not None:
-            rec = self._records[name]
-            if rec.state in (State.WAITING, State.READY):
-                # Someone else wrote the output: the computation is done without running.
-                self._settle_existing(rec, now, out)
-        for name in self._waiters.pop(key, ()):
-            rec = self._records[name]
-            rec.missing.discard(key)
-            if not rec.missing and rec.state is State.WAITING:
-                self._make_ready(rec)
+    def _release(self, rec: ComputationRecord) -> None:
+        pool = self._pools[rec.pool]
+        pool.running -= 1
+        for name, amount in (rec.current.resources or {}).items():
+            pool.used[name] = pool.used.get(name, 0.0) - amount
 
-    def _settle_existing(self, rec: ComputationRecord, now: float, out: list[Instruction]) -> None:
+    def _finish(self, name: str, state: State, now: float) -> ComputationRecord:
+        rec = self._records[name]
+        self._release(rec)
+        self._set_state(rec, state)
+        rec.finished_at = now
+        return rec
+
+    def _announce(self, rec: ComputationRecord, out: list[Instruction]) -> None:
+        for handler_type in rec.subscribers:
+            out.append(Notify(handler_type, Completion(rec.name, rec.state, rec.spec.output, rec.attempts,
+                                                       rec.last_error if rec.state is not State.DONE else None,
+                                                       rec.produced_by)))
+
+    def _failed_attempt(self, rec: ComputationRecord, error: str, permanent: bool, now: float,
+                        out: list[Instruction], release: bool) -> None:
+        """One attempt failed: retry after a delay, else the next alternative, else fail for good."""
+        if release:
+            self._release(rec)
+        rec.last_error = error
+        rec.errors.append(f"attempt {rec.attempts} ({rec.label}): {error}")
+        policy = self._retry_policy(rec.spec)
+        if not permanent and rec.variant_attempts < policy.max_attempts:
+            delay = policy.delay(rec.variant_attempts, self._rng)
+            self._set_state(rec, State.RETRYING)
+            rec.retry_at = now + delay
+            self._timer(rec.retry_at, "retry", rec)
+            return
+        if rec.alternative < len(rec.spec.alternatives):
+            self._set_state(rec, State.WAITING)  # leaves WAITING at once: the inputs are there
+            self._next_alternative(rec, now, out, "after the previous variant failed")
+            return
+        self._fail(rec, now, out, error)
+
+    def _next_alternative(self, rec: ComputationRecord, now: float, out: list[Instruction], why: str) -> None:
+        """After the current variant failed (its inputs are all there): run the next placeable alternative."""
+        rec.alternative += 1
+        rec.variant_attempts = 0
+        problem = self._choose_variant(rec)
+        if problem is not None:
+            self._fail(rec, now, out, f"{rec.last_error}; no alternative left that a pool can run ({problem})")
+            return
+        rec.note = f"alternative {rec.alternative} ({rec.label}) {why}"
+        self._make_ready(rec, now)
+
+    def _choose_variant(self, rec: ComputationRecord) -> str | None:
+        """From the current variant on, the first one some pool can run is routed; else the last reason why not."""
+        while True:
+            problem = self._route(rec)
+            if problem is None:
+                return None
+            rec.errors.append(problem)
+            if rec.alternative >= len(rec.spec.alternatives):
+                return problem
+            rec.alternative += 1
+
+    def _fail(self, rec: ComputationRecord, now: float, out: list[Instruction], error: str) -> None:
+        self._set_state(rec, State.FAILED)
+        rec.finished_at = now
+        rec.last_error = error
+        out.append(Settle(rec.name, State.FAILED, error))
+        self._announce(rec, out)
+        self._fail_downstream(rec, now, out)
+
+    def _fail_downstream(self, failed: ComputationRecord, now: float, out: list[Instruction]) -> None:
+        """Everything that needs the failed output, directly or through others, is upstream-failed."""
+        queue = deque([(failed.spec.output, failed.name)])
+        while queue:
+            key, culprit = queue.popleft()
+            self._failed_keys[key] = culprit
+            for name in sorted(self._waiters.pop(key, ())):
+                rec = self._records[name]
+                if rec.state is not State.WAITING:
+                    continue
+                self._unwait(rec)
+                self._set_state(rec, State.UPSTREAM_FAILED)
+                rec.finished_at = now
+                rec.last_error = f"upstream computation {culprit!r} failed, so {key!r} will not be produced"
+                out.append(Settle(rec.name, State.UPSTREAM_FAILED, rec.last_error))
+                self._announce(rec, out)
+                queue.append((rec.spec.output, culprit))
+
+    def _unwait(self, rec: ComputationRecord) -> None:
         for key in rec.missing:
             waiters = self._waiters.get(key)
             if waiters is not None:
@@ -182,15 +336,40 @@ class Scheduler:
                 if not waiters:
                     del self._waiters[key]
         rec.missing.clear()
+
+    def _make_available(self, key: str, now: float, out: list[Instruction]) -> None:
+        if key in self._available:
+            return
+        self._available.add(key)
+        self._failed_keys.pop(key, None)
+        name = self._producer.get(key)
+        if name is not None:
+            rec = self._records[name]
+            if rec.state in (State.WAITING, State.READY, State.RETRYING):
+                # Someone else wrote the output: the computation is done without running (again).
+                self._settle_existing(rec, now, out)
+        for name in self._waiters.pop(key, ()):
+            rec = self._records[name]
+            rec.missing.discard(key)
+            if not rec.missing and rec.state is State.WAITING:
+                self._make_ready(rec, now)
+
+    def _settle_existing(self, rec: ComputationRecord, now: float, out: list[Instruction]) -> None:
+        self._unwait(rec)
         self._set_state(rec, State.DONE)
         rec.note = "output already present"
         rec.finished_at = now
         out.append(Settle(rec.name, State.DONE, f"output {rec.spec.output!r} already present; not run"))
+        self._announce(rec, out)
 
-    def _make_ready(self, rec: ComputationRecord) -> None:
+    def _make_ready(self, rec: ComputationRecord, now: float) -> None:
         self._set_state(rec, State.READY)
+        rec.ready_at = now
         self._seq += 1
-        heapq.heappush(self._ready, (-rec.spec.priority, self._seq, rec.name))
+        # Ageing: effective priority p + rate * (t - ready_at) orders like p - rate * ready_at at any time t,
+        # so a static heap key ages every entry without touching it.
+        key = rec.current.priority - self.config.ageing_per_s * now
+        heapq.heappush(self._pools[rec.pool].ready, (-key, self._seq, rec.name))
 
     def _reject(self, source: str, computation: str | None, reason: str, now: float,
                 out: list[Instruction]) -> None:
@@ -201,12 +380,15 @@ class Scheduler:
         self._rejections.append(Rejection(source, computation, reason, now))
         out.append(Reject(source, computation, reason))
 
-    def _register_all(self, source: str, specs: Iterable[ComputationSpec], now: float,
-                      out: list[Instruction]) -> None:
-        for spec in specs:
-            self._register(source, spec, now, out)
+    # --- registration ------------------------------------------------------------------------------------------
 
-    def _register(self, source: str, spec: ComputationSpec, now: float, out: list[Instruction]) -> None:
+    def _register_all(self, source: str, specs: Iterable[ComputationSpec], now: float,
+                      out: list[Instruction], subscriber: str | None = None) -> None:
+        for spec in specs:
+            self._register(source, spec, now, out, subscriber)
+
+    def _register(self, source: str, spec: ComputationSpec, now: float, out: list[Instruction],
+                  subscriber: str | None) -> None:
         existing = self._records.get(spec.computation)
         if existing is not None:
             if existing.spec != spec:
@@ -223,7 +405,9 @@ class Scheduler:
         if cycle is not None:
             self._reject(source, spec.computation, str(CycleError(spec.computation, cycle)), now, out)
             return
-        rec = ComputationRecord(spec=spec, source=source, state=State.WAITING, registered_at=now)
+        subscribers = tuple(dict.fromkeys(spec.notify + ((subscriber,) if subscriber else ())))
+        rec = ComputationRecord(spec=spec, source=source, state=State.WAITING, registered_at=now,
+                                subscribers=subscribers)
         self._counts[State.WAITING] += 1
         self._records[spec.computation] = rec
         self._producer[spec.output] = spec.computation
@@ -232,11 +416,47 @@ class Scheduler:
         if spec.output in self._available:
             self._settle_existing(rec, now, out)
             return
+        upstream = next((k for k in spec.inputs if k in self._failed_keys and k not in self._available), None)
+        if upstream is not None:
+            self._set_state(rec, State.UPSTREAM_FAILED)
+            rec.finished_at = now
+            rec.last_error = (f"upstream computation {self._failed_keys[upstream]!r} failed, so {upstream!r} "
+                              "will not be produced")
+            out.append(Settle(rec.name, State.UPSTREAM_FAILED, rec.last_error))
+            self._announce(rec, out)
+            self._fail_downstream(rec, now, out)
+            return
+        problem = self._choose_variant(rec)
+        if problem is not None:
+            self._fail(rec, now, out, problem)
+            return
+        if rec.alternative:
+            rec.note = f"alternative {rec.alternative} ({rec.label}): no pool can run the ones before"
         rec.missing = {k for k in spec.inputs if k not in self._available}
         for key in rec.missing:
             self._waiters.setdefault(key, set()).add(spec.computation)
         if not rec.missing:
-            self._make_ready(rec)
+            self._make_ready(rec, now)
+
+    def _route(self, rec: ComputationRecord) -> str | None:
+        """Assign the pool for the current variant; the reason when no pool could ever run it."""
+        spec = rec.current
+        name = self._affinity.get(spec.handler_type, self._general)
+        if name is None:
+            return (f"handler type {spec.handler_type!r} has no pool and there is no general pool "
+                    f"(pools: {', '.join(self._pools)})")
+        pool = self._pools[name].spec
+        short = {r: a for r, a in (spec.resources or {}).items() if a > pool.capacity.get(r, 0.0)}
+        if short:
+            asked = ", ".join(f"{r}={a:g}" for r, a in sorted((spec.resources or {}).items()))
+            has = ", ".join(f"{r}={a:g}" for r, a in sorted(pool.capacity.items())) or "nothing declared"
+            return (f"computation {rec.label!r} asks for {asked}, more than pool {name!r} will ever have "
+                    f"({has}); declare capacity with --resources or --pool")
+        rec.pool = name
+        return None
+
+    def _retry_policy(self, spec: ComputationSpec) -> RetryPolicy:
+        return RetryPolicy.from_spec(spec.retry) if spec.retry is not None else self.config.default_retry
 
     def _find_cycle(self, spec: ComputationSpec) -> tuple[str, ...] | None:
         """The cycle `spec` would close, as key -> [computation] -> key ..., or None.
@@ -268,14 +488,86 @@ class Scheduler:
                 frontier.append(nxt)
         return None
 
-    def _dispatch(self, now: float, out: list[Instruction]) -> None:
-        while self._running < self.slots and self._ready:
-            _, _, name = heapq.heappop(self._ready)
+    # --- time: retries, time-outs, deadlocks -------------------------------------------------------------------
+
+    def _timer(self, due: float, kind: str, rec: ComputationRecord) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (due, self._seq, kind, rec.name, rec.attempts))
+
+    def _timer_valid(self, timer: tuple[float, int, str, str, int]) -> bool:
+        _, _, kind, name, attempt = timer
+        rec = self._records[name]
+        wanted = State.RETRYING if kind == "retry" else State.RUNNING
+        return rec.state is wanted and rec.attempts == attempt
+
+    def _fire_timers(self, now: float, out: list[Instruction]) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)
+            if not self._timer_valid(timer):
+                continue
+            _, _, kind, name, attempt = timer
             rec = self._records[name]
-            if rec.state is not State.READY:
-                continue  # settled while queued (its output appeared)
-            self._set_state(rec, State.RUNNING)
-            self._running += 1
-            rec.attempts += 1
-            rec.started_at = now
-            out.append(Dispatch(rec.spec, rec.attempts))
+            if kind == "retry":
+                rec.retry_at = None
+                self._set_state(rec, State.WAITING)
+                self._make_ready(rec, now)
+            else:  # a time-out: the attempt failed; the executor must end it
+                limit = rec.current.timeout_s
+                out.append(Cancel(name, attempt, f"timed out after {limit:g}s"))
+                self._failed_attempt(rec, f"timed out after {limit:g}s", False, now, out, release=True)
+
+    def _check_deadlock(self, now: float, out: list[Instruction]) -> None:
+        """Waiting work with nothing running, nothing due and nothing arriving for the grace period can only
+        be waiting for inputs that nothing will produce. Those whose missing inputs have no producer fail;
+        everything downstream of them is then upstream-failed."""
+        grace = self.config.deadlock_grace_s
+        if (grace is None or not self._counts[State.WAITING] or not self.is_quiescent()
+                or now < self._last_activity + grace):
+            return
+        stuck = []
+        for rec in self.waiting():
+            orphans = sorted(k for k in rec.missing if k not in self._producer)
+            if orphans:
+                stuck.append((rec, orphans))
+        if not stuck:  # every missing key has a waiting producer: a cycle, which registration prevents
+            return
+        explanation = "; ".join(f"{rec.name!r} waits for {', '.join(repr(k) for k in keys)}"
+                                for rec, keys in stuck[:20])
+        deadlock = Deadlock("missing-inputs", tuple(rec.name for rec, _ in stuck),
+                            f"nothing ran or arrived for {grace:g}s and no registered computation produces "
+                            f"what these wait for: {explanation}" + (" ..." if len(stuck) > 20 else ""))
+        self._deadlocks.append(deadlock)
+        out.append(deadlock)
+        self._last_activity = now
+        for rec, keys in stuck:
+            if rec.state is not State.WAITING:
+                continue  # upstream-failed by an earlier one in this loop
+            self._unwait(rec)
+            self._fail(rec, now, out, f"deadlock: no computation produces {', '.join(repr(k) for k in keys)} "
+                                      f"and nothing arrived for {grace:g}s")
+
+    # --- dispatch ----------------------------------------------------------------------------------------------
+
+    def _dispatch(self, now: float, out: list[Instruction]) -> None:
+        for pool in self._pools.values():
+            while pool.ready and pool.running < pool.spec.slots:
+                _, _, name = pool.ready[0]
+                rec = self._records[name]
+                if rec.state is not State.READY:
+                    heapq.heappop(pool.ready)  # settled while queued (its output appeared)
+                    continue
+                demand = rec.current.resources or {}
+                if any(pool.used.get(r, 0.0) + a > pool.spec.capacity.get(r, 0.0) for r, a in demand.items()):
+                    break  # strict priority: the head waits for capacity rather than being overtaken
+                heapq.heappop(pool.ready)
+                for r, a in demand.items():
+                    pool.used[r] = pool.used.get(r, 0.0) + a
+                pool.running += 1
+                self._set_state(rec, State.RUNNING)
+                rec.attempts += 1
+                rec.variant_attempts += 1
+                rec.started_at = now
+                spec = rec.current
+                if spec.timeout_s is not None:
+                    self._timer(now + spec.timeout_s, "timeout", rec)
+                out.append(Dispatch(spec, rec.attempts, pool.spec.name))

@@ -30,6 +30,7 @@ class HandlerContext:
         self.log = logging.getLogger(f"gclo.handler.{spec.handler_type}")
         self._store = store
         self._emitted: dict[str, ComputationSpec] = {}
+        self.wants_completions = False
 
     # --- inputs ------------------------------------------------------------------------------------------------
 
@@ -77,6 +78,11 @@ class HandlerContext:
             raise HandlerError(f"computation {built.computation!r} emitted twice with different fields")
         self._emitted[built.computation] = built
         return built
+
+    def notify_on_completion(self) -> None:
+        """Ask that this handler type's `@handler.on_complete` function be told when each computation this
+        attempt emits ends (as if each named it in `notify`)."""
+        self.wants_completions = True
 
     @property
     def emitted(self) -> tuple[ComputationSpec, ...]:

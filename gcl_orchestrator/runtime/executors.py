@@ -13,10 +13,10 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..interfaces import Executor, ObjectStore, Task
-from ..model import ComputationFailed, ComputationSucceeded
+from ..model import ComputationFailed, ComputationSucceeded, PoolSpec
 from .handlers import HandlerRegistry
 from .worker import run_task, worker_main
 
@@ -24,9 +24,17 @@ log = logging.getLogger("gclo.executor")
 Outcome = ComputationSucceeded | ComputationFailed
 
 
+def as_pools(pools: int | Sequence[PoolSpec]) -> tuple[PoolSpec, ...]:
+    return (PoolSpec("general", pools),) if isinstance(pools, int) else tuple(pools)
+
+
 class ThreadExecutor(Executor):
-    def __init__(self, workers: int, registry: HandlerRegistry, store: ObjectStore):
-        self._workers = workers
+    """Handlers in threads of this process, all pools sharing one thread pool of their total size. A running
+    handler cannot be stopped: `cancel` only drops queued work (the core ignores a cancelled attempt's late
+    outcome), so time-outs are enforced by the process executor alone."""
+
+    def __init__(self, pools: int | Sequence[PoolSpec], registry: HandlerRegistry, store: ObjectStore):
+        self._workers = sum(p.slots for p in as_pools(pools))
         self._registry = registry
         self._store = store
         self._pool: ThreadPoolExecutor | None = None
@@ -51,6 +59,10 @@ class ThreadExecutor(Executor):
 
         self._pool.submit(run_task, task, self._registry, self._store).add_done_callback(done)
 
+    def cancel(self, computation: str, attempt: int) -> None:
+        log.debug("thread executor: %s attempt %d cannot be stopped; its outcome will be ignored",
+                  computation, attempt)
+
     def stop(self, grace_s: float = 5.0) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -61,6 +73,7 @@ class ThreadExecutor(Executor):
 class _Worker:
     process: Any
     conn: Any
+    pool: str = "general"
     task: Task | None = None
     ready: bool = False
 
@@ -73,18 +86,20 @@ class ProcessExecutor(Executor):
     `--handlers` strings, never as pickled functions.
     """
 
-    def __init__(self, workers: int, handler_sources: tuple[str, ...], store_uri: str,
+    def __init__(self, pools: int | Sequence[PoolSpec], handler_sources: tuple[str, ...], store_uri: str,
                  start_method: str = "forkserver"):
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
-        self._n = workers
+        self._pools = as_pools(pools)
+        if any(p.slots < 1 for p in self._pools):
+            raise ValueError("every pool needs at least one worker")
+        self._n = sum(p.slots for p in self._pools)
         self._sources = tuple(handler_sources)
         self._store_uri = store_uri
         self._ctx = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             self._ctx.set_forkserver_preload(["gcl_orchestrator.runtime.worker"])
         self._workers: list[_Worker] = []
-        self._pending: collections.deque[Task] = collections.deque()
+        self._pending: dict[str, collections.deque[Task]] = {p.name: collections.deque() for p in self._pools}
+        self._cancels: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
@@ -99,28 +114,59 @@ class ProcessExecutor(Executor):
 
     def start(self, emit: Callable[[Outcome], None]) -> None:
         self._emit = emit
-        self._workers = [self._spawn(i) for i in range(self._n)]
+        self._workers = [self._spawn(i, p.name) for i, p in enumerate(p for p in self._pools
+                                                                          for _ in range(p.slots))]
         self._thread = threading.Thread(target=self._loop, name="gclo-executor", daemon=True)
         self._thread.start()
 
-    def _spawn(self, slot: int) -> _Worker:
+    def _spawn(self, slot: int, pool: str) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(child, self._sources, self._store_uri),
-                                 name=f"gclo-worker-{slot}", daemon=True)
+                                 name=f"gclo-worker-{pool}-{slot}", daemon=True)
         proc.start()
         child.close()
-        return _Worker(proc, parent)
+        return _Worker(proc, parent, pool)
 
     def submit(self, task: Task) -> None:
+        queue = self._pending.get(task.pool)
+        if queue is None:
+            self._fail(task, f"no worker pool named {task.pool!r}")
+            return
         with self._lock:
-            self._pending.append(task)
+            queue.append(task)
         self._wake()
+
+    def cancel(self, computation: str, attempt: int) -> None:
+        with self._lock:
+            self._cancels.add((computation, attempt))
+        self._wake()
+
+    def _apply_cancels(self) -> None:
+        with self._lock:
+            cancels, self._cancels = self._cancels, set()
+            for queue in self._pending.values():
+                for task in [t for t in queue if (t.spec.computation, t.attempt) in cancels]:
+                    queue.remove(task)
+                    cancels.discard((task.spec.computation, task.attempt))
+                    self._fail(task, "cancelled before it started")
+        for w in self._workers:
+            if w.task is not None and (w.task.spec.computation, w.task.attempt) in cancels:
+                log.warning("ending worker %s: %s attempt %d was cancelled", w.process.name,
+                            w.task.spec.computation, w.task.attempt)
+                w.process.kill()  # its sentinel reports the task as failed and a new worker takes the slot
 
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except OSError:
             pass
+
+    def _take_pending(self) -> list[Task]:
+        with self._lock:
+            tasks = [t for queue in self._pending.values() for t in queue]
+            for queue in self._pending.values():
+                queue.clear()
+        return tasks
 
     def _fail(self, task: Task, error: str) -> None:
         assert self._emit is not None
@@ -133,15 +179,16 @@ class ProcessExecutor(Executor):
             if not w.ready or w.task is not None:
                 continue
             with self._lock:
-                if not self._pending:
-                    return
-                task = self._pending.popleft()
+                queue = self._pending[w.pool]
+                if not queue:
+                    continue
+                task = queue.popleft()
             try:
                 w.conn.send(task)
                 w.task = task
             except (OSError, ValueError) as exc:
                 with self._lock:
-                    self._pending.appendleft(task)  # the worker is dying; its sentinel will tell
+                    queue.appendleft(task)  # the worker is dying; its sentinel will tell
                 log.debug("sending to %s failed: %s", w.process.name, exc)
 
     def _receive(self, w: _Worker) -> bool:
@@ -169,18 +216,16 @@ class ProcessExecutor(Executor):
             self._fail(w.task, f"its worker process died (exit code {code}) while running the handler")
         w.conn.close()
         if self._stopping or self._fatal:
-            self._workers[i] = _Worker(None, None)
+            self._workers[i] = _Worker(None, None, w.pool)
             return
         log.warning("worker %s exited with code %s; starting a new one", w.process.name, code)
-        self._workers[i] = self._spawn(i)
+        self._workers[i] = self._spawn(i, w.pool)
 
     def _loop(self) -> None:
         while True:
             alive = [w for w in self._workers if w.process is not None]
             if self._fatal:
-                with self._lock:
-                    stranded, self._pending = list(self._pending), collections.deque()
-                for task in stranded:
+                for task in self._take_pending():
                     self._fail(task, f"no worker could start: {self._fatal}")
             if self._stopping:
                 for w in alive:
@@ -196,6 +241,7 @@ class ProcessExecutor(Executor):
                     for w in busy:
                         w.process.kill()
             else:
+                self._apply_cancels()
                 self._assign()
             waitables: list[Any] = [self._wake_r]
             for w in alive:
@@ -232,9 +278,7 @@ class ProcessExecutor(Executor):
         self._wake()
         self._thread.join()
         self._thread = None
-        with self._lock:
-            stranded, self._pending = list(self._pending), collections.deque()
-        for task in stranded:
+        for task in self._take_pending():
             self._fail(task, "the orchestrator stopped before this task started")
         os.close(self._wake_r)
         os.close(self._wake_w)

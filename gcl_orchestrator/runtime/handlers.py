@@ -18,23 +18,40 @@ from ..errors import HandlerLoadError
 F = TypeVar("F", bound=Callable[..., Any])
 _TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _ATTR = "__gcl_handler_types__"
+_COMPLETION_ATTR = "__gcl_completion_types__"
 
 
-def handler(handler_type: str) -> Callable[[F], F]:
-    """Register the decorated function `fn(ctx)` as the handler for `handler_type`.
+def _marker(attr: str, what: str) -> Callable[[str], Callable[[F], F]]:
+    def decorator(handler_type: str) -> Callable[[F], F]:
+        if not isinstance(handler_type, str) or not _TYPE.match(handler_type):
+            raise HandlerLoadError(f"handler type {handler_type!r} must match {_TYPE.pattern}")
 
-    Only marks the function: nothing global changes, and the registry that runs it is built from the module.
-    """
-    if not isinstance(handler_type, str) or not _TYPE.match(handler_type):
-        raise HandlerLoadError(f"handler type {handler_type!r} must match {_TYPE.pattern}")
+        def mark(fn: F) -> F:
+            if not callable(fn):
+                raise HandlerLoadError(f"@{what}({handler_type!r}) must decorate a function")
+            setattr(fn, attr, getattr(fn, attr, ()) + (handler_type,))
+            return fn
 
-    def mark(fn: F) -> F:
-        if not callable(fn):
-            raise HandlerLoadError(f"@handler({handler_type!r}) must decorate a function")
-        setattr(fn, _ATTR, getattr(fn, _ATTR, ()) + (handler_type,))
-        return fn
+        return mark
 
-    return mark
+    return decorator
+
+
+class _HandlerDecorator:
+    """`@handler("type")` registers `fn(ctx)` as the handler for a type; `@handler.on_complete("type")`
+    registers `fn(completion)`, called when a computation that names the type in `notify` (or whose emitting
+    handler asked through `ctx.notify_on_completion()`) ends. Both only mark the function: nothing global
+    changes, and the registry that runs it is built from the module."""
+
+    def __init__(self) -> None:
+        self._handler = _marker(_ATTR, "handler")
+        self.on_complete = _marker(_COMPLETION_ATTR, "handler.on_complete")
+
+    def __call__(self, handler_type: str) -> Callable[[F], F]:
+        return self._handler(handler_type)
+
+
+handler = _HandlerDecorator()
 
 
 class HandlerRegistry:
@@ -43,6 +60,16 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Callable[[Any], Any]] = {}
         self._origins: dict[str, str] = {}
+        self._completion: dict[str, Callable[[Any], Any]] = {}
+
+    def register_completion(self, handler_type: str, fn: Callable[[Any], Any], origin: str = "") -> None:
+        if handler_type in self._completion and self._completion[handler_type] is not fn:
+            raise HandlerLoadError(f"completion handler for {handler_type!r} is registered twice "
+                                   f"(second: {origin or fn.__qualname__})")
+        self._completion[handler_type] = fn
+
+    def completion(self, handler_type: str) -> Callable[[Any], Any] | None:
+        return self._completion.get(handler_type)
 
     def register(self, handler_type: str, fn: Callable[[Any], Any], origin: str = "") -> None:
         if handler_type in self._handlers and self._handlers[handler_type] is not fn:
@@ -71,10 +98,13 @@ class HandlerRegistry:
             module = import_source(source)
             found = 0
             for name, obj in vars(module).items():
-                for handler_type in getattr(obj, _ATTR, ()) if callable(obj) else ():
-                    if getattr(obj, "__module__", None) != module.__name__:
-                        continue  # imported from elsewhere: registered by its own module
+                if not callable(obj) or getattr(obj, "__module__", None) != module.__name__:
+                    continue  # imported from elsewhere: registered by its own module
+                for handler_type in getattr(obj, _ATTR, ()):
                     registry.register(handler_type, obj, f"{source}:{name}")
+                    found += 1
+                for handler_type in getattr(obj, _COMPLETION_ATTR, ()):
+                    registry.register_completion(handler_type, obj, f"{source}:{name}")
                     found += 1
             if not found:
                 raise HandlerLoadError(f"no @handler functions found in {source}")

@@ -13,16 +13,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Container, Mapping, Sequence
 
-from ..core import Scheduler
+from ..core import Scheduler, SchedulerConfig
 from ..errors import GclError, ObjectNotFound, RulesError, SpecError, UnknownHandlerType
 from ..interfaces import EventSource, Executor, ObjectStore, Task
 from ..model import (
+    Cancel,
+    Completion,
     ComputationFailed,
     ComputationSpec,
     ComputationSucceeded,
+    Deadlock,
     Dispatch,
+    Notify,
     ObjectAvailable,
     ObjectCreated,
+    PoolSpec,
     Reject,
     RESERVED_PREFIX,
     Settle,
@@ -31,6 +36,8 @@ from ..model import (
 )
 from ..spec import RuleSet, load_gcl, read_gcl_fields
 from ..spec.metadata import valid_sidecar_key
+from .handlers import HandlerRegistry
+from .notifier import Notifier
 from .status import build_status, write_status
 
 log = logging.getLogger("gclo")
@@ -91,22 +98,24 @@ class Orchestrator:
     """One run over one store. `make_sources(listing)` builds the event sources once the initial listing
     (key -> etag) is known, so a polling source does not report the whole store again."""
 
-    def __init__(self, store: ObjectStore, executor: Executor, handler_types: Container[str], *,
+    def __init__(self, store: ObjectStore, executor: Executor, registry: HandlerRegistry, *,
                  make_sources: SourceFactory, rules: RuleSet | None = None,
-                 options: RunOptions | None = None):
+                 options: RunOptions | None = None, scheduling: SchedulerConfig | None = None,
+                 publish_completions: bool = True):
         self.store = store
         self.executor = executor
-        self.handler_types = handler_types
+        self.handler_types = registry
         self.make_sources = make_sources
         self.rules = rules or RuleSet()
         self.options = options or RunOptions()
-        self.core = Scheduler(slots=executor.capacity)
+        self.core = Scheduler(config=scheduling or SchedulerConfig(pools=(PoolSpec("general", executor.capacity),)))
         self.queue = EventQueue()
         self._etags: dict[str, str | None] = {}
         self._incidents: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
         self._sources: list[EventSource] = []
         self._stop_requested = False
         self._dirty = True
+        self.notifier = Notifier(store, registry, self._incident, publish_completions)
         self._info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "state": "starting",
                                       "store": store.describe(), "workers": executor.capacity}
 
@@ -121,6 +130,7 @@ class Orchestrator:
         opts = self.options
         self._info["started_at"] = time.time()
         self.executor.start(self.queue.put)
+        self.notifier.start()
         interrupted = False
         try:
             self._load_store_rules()
@@ -136,11 +146,15 @@ class Orchestrator:
             last_event = last_status = last_progress = time.monotonic()
             last_counts: dict[State, int] = {}
             while not self._stop_requested:
-                events = self.queue.drain(timeout=0.1)
+                wake = self.core.next_wakeup()
+                timeout = 0.1 if wake is None else max(0.0, min(0.1, wake - time.time()))
+                events = self.queue.drain(timeout=timeout)
                 now = time.monotonic()
                 if events:
                     last_event = now
                     self._handle(events)
+                if wake is not None and time.time() >= wake:
+                    self._feed([])  # time alone changes things: a retry is due, a time-out, a deadlock
                 if self._dirty and now - last_status >= opts.status_interval_s:
                     self._save_status()
                     last_status = now
@@ -159,6 +173,7 @@ class Orchestrator:
                 source.stop()
             self.executor.stop(0.0 if interrupted else opts.stop_grace_s)
             self._drain_after_stop()
+            self.notifier.stop()
             self._info["state"] = "interrupted" if interrupted else "finished"
             self._info["stopped_at"] = time.time()
             self._save_status()
@@ -259,7 +274,9 @@ class Orchestrator:
 
     def _feed(self, events: list[Any]) -> None:
         pending = events
-        while pending:
+        first = True
+        while pending or first:
+            first = False
             instructions = self.core.handle(pending, time.time())
             pending = []
             for ins in instructions:
@@ -270,18 +287,38 @@ class Orchestrator:
                                                          str(UnknownHandlerType(spec.handler_type, _types(self.handler_types))),
                                                          permanent=True))
                         continue
-                    log.info("start   %s [%s]%s", spec.computation, spec.handler_type,
+                    rec = self.core.record(spec.computation)
+                    label = f" as {rec.label}" if rec is not None and rec.alternative else ""
+                    log.info("start   %s [%s]%s%s", spec.computation, spec.handler_type, label,
                              f" attempt {ins.attempt}" if ins.attempt > 1 else "")
-                    self.executor.submit(Task(spec, ins.attempt, self.store.uri))
+                    self.executor.submit(Task(spec, ins.attempt, self.store.uri, ins.pool))
+                elif isinstance(ins, Cancel):
+                    log.warning("cancel  %s attempt %d: %s", ins.computation, ins.attempt, ins.reason)
+                    self.executor.cancel(ins.computation, ins.attempt)
                 elif isinstance(ins, Reject):
                     what = f" computation {ins.computation!r}" if ins.computation else ""
                     log.warning("rejected GCL from %s%s: %s", ins.source, what, ins.reason)
                 elif isinstance(ins, Settle):
-                    if ins.state is State.FAILED:
-                        log.warning("FAILED  %s: %s", ins.computation, ins.detail)
-                    else:
-                        log.info("skip    %s: %s", ins.computation, ins.detail)
+                    self._settled(ins)
+                elif isinstance(ins, Notify):
+                    self.notifier.notify(ins.handler_type, ins.completion)
+                elif isinstance(ins, Deadlock):
+                    log.warning("DEADLOCK (%s): %s; failing %d computation(s)", ins.kind, ins.explanation,
+                                len(ins.computations))
         self._dirty = True
+
+    def _settled(self, ins: Settle) -> None:
+        rec = self.core.record(ins.computation)
+        if ins.state is State.FAILED:
+            log.warning("FAILED  %s: %s", ins.computation, ins.detail)
+        elif ins.state is State.UPSTREAM_FAILED:
+            log.warning("UPSTREAM-FAILED %s: %s", ins.computation, ins.detail)
+        elif ins.detail:
+            log.info("skip    %s: %s", ins.computation, ins.detail)
+        if rec is not None:
+            self.notifier.publish(Completion(rec.name, rec.state, rec.spec.output, rec.attempts,
+                                             rec.last_error if rec.state is not State.DONE else None,
+                                             rec.produced_by))
 
     # --- start-up, status, end ---------------------------------------------------------------------------------
 
@@ -321,7 +358,8 @@ class Orchestrator:
 
     def _result(self, interrupted: bool) -> RunResult:
         counts = {s.value: n for s, n in self.core.counts().items()}
-        failed = [(r.name, r.last_error or "") for r in self.core.records() if r.state is State.FAILED]
+        failed = [(r.name, r.last_error or "") for r in self.core.records()
+                  if r.state in (State.FAILED, State.UPSTREAM_FAILED)]
         waiting = [(r.name, sorted(r.missing)) for r in self.core.waiting()]
         rejected = len(self.core.rejections)
         log.info("finished: %s%s", _progress(self.core.counts()), f", {rejected} rejected spec(s)" if rejected else "")
@@ -332,8 +370,7 @@ class Orchestrator:
         for r in self.core.rejections:
             log.warning("  rejected GCL from %s%s: %s", r.source,
                         f" computation {r.computation!r}" if r.computation else "", r.reason)
-        ok = not failed and not waiting and not rejected and not interrupted and \
-            counts.get("running", 0) == 0 and counts.get("ready", 0) == 0
+        ok = not failed and not waiting and not rejected and not interrupted and self.core.is_quiescent()
         code = 130 if interrupted else (0 if ok else 1)
         return RunResult(code, counts, failed, waiting, rejected, interrupted)
 
@@ -345,5 +382,7 @@ def _types(handler_types: Container[str]) -> tuple[str, ...]:
 
 def _progress(counts: Mapping[State, int]) -> str:
     total = sum(counts.values())
-    return (f"{counts[State.DONE]}/{total} done, {counts[State.RUNNING]} running, {counts[State.READY]} ready, "
+    text = (f"{counts[State.DONE]}/{total} done, {counts[State.RUNNING]} running, {counts[State.READY]} ready, "
             f"{counts[State.WAITING]} waiting, {counts[State.FAILED]} failed")
+    extra = [f"{counts[s]} {s.value}" for s in (State.RETRYING, State.UPSTREAM_FAILED) if counts[s]]
+    return text + "".join(", " + e for e in extra)

@@ -31,10 +31,20 @@ def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Itera
             "source": rec.source,
             "attempts": rec.attempts,
         }
+        if rec.pool:
+            item["pool"] = rec.pool
         if rec.missing:
             item["missing"] = sorted(rec.missing)
         if rec.last_error:
             item["last_error"] = rec.last_error
+        if len(rec.errors) > 1 or (rec.errors and rec.state is State.DONE):
+            item["errors"] = rec.errors[-10:]
+        if rec.alternative:
+            item["alternative"] = rec.alternative
+        if rec.produced_by and rec.produced_by != rec.name:
+            item["produced_by"] = rec.produced_by
+        if rec.retry_at is not None and rec.state is State.RETRYING:
+            item["retry_at"] = rec.retry_at
         if rec.note:
             item["note"] = rec.note
         if rec.started_at is not None and rec.finished_at is not None:
@@ -48,6 +58,8 @@ def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Itera
         "computations": computations,
         "rejected": [{"source": r.source, "computation": r.computation, "reason": r.reason, "at": r.at}
                      for r in core.rejections],
+        "deadlocks": [{"kind": d.kind, "computations": list(d.computations), "explanation": d.explanation}
+                      for d in core.deadlocks],
         "incidents": list(incidents),
     }
 
@@ -94,11 +106,15 @@ def render_status(status: dict[str, Any], now: float | None = None, *, state_fil
         name_w = min(48, max(len("COMPUTATION"), *(len(c["computation"]) for c in rows)))
         type_w = min(24, max(len("HANDLER"), *(len(c["handler_type"]) for c in rows)))
         lines.append("")
-        lines.append(f"{'COMPUTATION':<{name_w}}  {'STATE':<8}  {'HANDLER':<{type_w}}  {'TRIES':>5}  DETAIL")
-        order = {s.value: i for i, s in enumerate([State.FAILED, State.RUNNING, State.READY, State.WAITING,
-                                                   State.DONE])}
+        lines.append(f"{'COMPUTATION':<{name_w}}  {'STATE':<15}  {'HANDLER':<{type_w}}  {'TRIES':>5}  DETAIL")
+        order = {s.value: i for i, s in enumerate([State.FAILED, State.UPSTREAM_FAILED, State.RUNNING,
+                                                   State.RETRYING, State.READY, State.WAITING, State.DONE])}
         for c in sorted(rows, key=lambda c: (order.get(c["state"], 9), c["computation"])):
-            if c.get("last_error"):
+            if c.get("produced_by") and c["state"] == State.DONE.value:
+                detail = f"-> {c['output']} by alternative {c['produced_by']!r}"
+            elif c.get("retry_at") and c["state"] == State.RETRYING.value:
+                detail = f"retry in {max(0.0, c['retry_at'] - now):.1f}s after: {c.get('last_error', '')}"
+            elif c.get("last_error"):
                 detail = "error: " + c["last_error"]
             elif c.get("missing"):
                 detail = "waiting for " + ", ".join(c["missing"])
@@ -106,7 +122,7 @@ def render_status(status: dict[str, Any], now: float | None = None, *, state_fil
                 detail = c["note"]
             else:
                 detail = "-> " + c["output"]
-            lines.append(f"{_clip(c['computation'], name_w):<{name_w}}  {c['state']:<8}  "
+            lines.append(f"{_clip(c['computation'], name_w):<{name_w}}  {c['state']:<15}  "
                          f"{_clip(c['handler_type'], type_w):<{type_w}}  {c['attempts']:>5}  {_clip(detail, 100)}")
     rejected = status.get("rejected", [])
     if rejected and state_filter is None:
@@ -115,6 +131,12 @@ def render_status(status: dict[str, Any], now: float | None = None, *, state_fil
         for r in rejected:
             what = f" computation {r['computation']!r}" if r.get("computation") else ""
             lines.append(f"  from {r['source']!r}{what}: {_clip(r['reason'], 300)}")
+    deadlocks = status.get("deadlocks", [])
+    if deadlocks and state_filter is None:
+        lines.append("")
+        lines.append(f"deadlocks found and resolved ({len(deadlocks)}):")
+        for d in deadlocks:
+            lines.append(f"  {d['kind']}: {_clip(d['explanation'], 400)}")
     incidents = status.get("incidents", [])
     if incidents and state_filter is None:
         lines.append("")

@@ -81,7 +81,8 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore) -> Compu
     except (StorageError, ValueError) as exc:
         return failed(f"could not write output {spec.output!r}: {exc}", permanent=True)
     return ComputationSucceeded(spec.computation, task.attempt, info.etag, ctx.emitted, None,
-                                time.perf_counter() - started)
+                                time.perf_counter() - started,
+                                spec.handler_type if ctx.wants_completions else None)
 
 
 def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str) -> None:

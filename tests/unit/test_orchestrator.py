@@ -219,4 +219,4 @@ def test_status_is_in_the_store_for_other_processes(store):
     assert status["counts"]["done"] == 1
     assert status["computations"][0] | {"duration_s": 0} == {
         "computation": "copy", "state": "done", "handler_type": "echo", "priority": 0, "inputs": ["in.txt"],
-        "output": "copy.txt", "source": "in.txt", "attempts": 1, "duration_s": 0}
+        "output": "copy.txt", "source": "in.txt", "attempts": 1, "duration_s": 0, "pool": "general"}

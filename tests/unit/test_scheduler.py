@@ -107,14 +107,19 @@ def test_success_registers_emitted_specs_and_makes_the_output_available():
     assert core.record("second").source == "mid"
 
 
-def test_failure_is_recorded_and_dependents_keep_waiting():
+def test_failure_is_recorded_and_dependents_are_upstream_failed_naming_it():
     core = Scheduler(slots=4)
-    core.handle([arrive("in", spec("first", ["in"], "mid"), spec("second", ["mid"], "end"))], 0.0)
+    core.handle([arrive("in", spec("first", ["in"], "mid"), spec("second", ["mid"], "end"),
+                        spec("third", ["end", "in"], "last"))], 0.0)
     out = core.handle([ComputationFailed("first", 1, "boom")], 1.0)
-    assert out == [Settle("first", State.FAILED, "boom")]
+    assert [(i.computation, i.state) for i in out] == [("first", State.FAILED), ("second", State.UPSTREAM_FAILED),
+                                                       ("third", State.UPSTREAM_FAILED)]
     rec = core.record("first")
     assert (rec.state, rec.attempts, rec.last_error) == (State.FAILED, 1, "boom")
-    assert core.record("second").missing == {"mid"}
+    assert core.record("third").last_error == "upstream computation 'first' failed, so 'end' will not be produced"
+    # a dependent declared later is upstream-failed at once
+    late = core.handle([SpecsSubmitted("x", (spec("late", ["mid"], "z"),))], 2.0)
+    assert [(i.computation, i.state) for i in late] == [("late", State.UPSTREAM_FAILED)]
 
 
 def test_results_for_an_old_attempt_or_unknown_computation_are_ignored():
@@ -216,7 +221,8 @@ def test_quiescence_and_waiting_report():
     core.handle([succeed(core, "c")], 1.0)
     assert core.is_quiescent()
     assert [(r.name, r.missing) for r in core.waiting()] == [("w", {"never"})]
-    assert core.counts() == {State.WAITING: 1, State.READY: 0, State.RUNNING: 0, State.DONE: 1, State.FAILED: 0}
+    assert core.counts() == {State.WAITING: 1, State.READY: 0, State.RUNNING: 0, State.RETRYING: 0, State.DONE: 1,
+                             State.FAILED: 0, State.UPSTREAM_FAILED: 0}
 
 
 def test_cost_per_arrival_does_not_depend_on_graph_size():

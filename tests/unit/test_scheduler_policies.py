@@ -1,0 +1,272 @@
+"""Adaptive scheduling in the pure core, rule by rule: priorities and ageing, resources and pools, retries,
+time-outs, alternatives, upstream failure, deadlocks and completion notifications. Events in, instructions
+out, time passed in; no sleeps."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gcl_orchestrator.core import Scheduler, SchedulerConfig
+from gcl_orchestrator.model import (
+    Cancel,
+    ComputationFailed,
+    ComputationSucceeded,
+    Deadlock,
+    Dispatch,
+    FrozenDict,
+    Notify,
+    ObjectAvailable,
+    PoolSpec,
+    Settle,
+    SpecsSubmitted,
+    State,
+)
+from gcl_orchestrator.spec import spec_from_mapping
+
+
+def spec(name, inputs=("in",), output=None, **fields):
+    return spec_from_mapping({"computation": name, "inputs": list(inputs), "output": output or f"out/{name}",
+                              "handler_type": fields.pop("handler_type", "h"), **fields})
+
+
+def core(slots=1, pools=None, grace=None, ageing=1.0, seed=0):
+    config = SchedulerConfig(pools=tuple(pools or (PoolSpec("general", slots),)), ageing_per_s=ageing,
+                             deadlock_grace_s=grace)
+    return Scheduler(config=config, rng=random.Random(seed))
+
+
+def dispatches(instructions):
+    return [(i.spec.computation, i.attempt) for i in instructions if isinstance(i, Dispatch)]
+
+
+def names(instructions):
+    return [i.spec.computation for i in instructions if isinstance(i, Dispatch)]
+
+
+def submit(c, *specs, now=0.0):
+    return c.handle([SpecsSubmitted("test", tuple(specs)), ObjectAvailable("in")], now)
+
+
+def ok(c, name, now, specs=(), subscriber=None):
+    return c.handle([ComputationSucceeded(name, c.record(name).attempts, "etag", tuple(specs),
+                                          subscriber=subscriber)], now)
+
+
+def fail(c, name, now, error="boom", permanent=False):
+    return c.handle([ComputationFailed(name, c.record(name).attempts, error, permanent)], now)
+
+
+def run_all(c, first, now=1.0):
+    """Complete whatever runs, one at a time, and return the order in which things were dispatched."""
+    order = names(first)
+    while True:
+        running = [r.name for r in c.records() if r.state is State.RUNNING]
+        if not running:
+            return order
+        order += names(ok(c, running[0], now))
+
+
+# --- priorities and ageing -------------------------------------------------------------------------------------
+
+def test_with_one_worker_eight_ready_together_run_critical_high_normal_low():
+    c = core(slots=1)
+    levels = ["low", "normal", "critical", "high"] * 2
+    specs = [spec(f"{p}{i}", priority=p) for i, p in enumerate(levels)]
+    order = run_all(c, submit(c, *specs))
+    assert order == ["critical2", "critical6", "high3", "high7", "normal1", "normal5", "low0", "low4"]
+
+
+def test_ageing_lets_long_waiting_low_priority_work_overtake_fresh_high_priority_work():
+    # Given one worker busy with a long task, and low-priority work ready at t=0
+    c = core(slots=1, ageing=1.0)
+    c.handle([SpecsSubmitted("t", (spec("busy", inputs=()),))], 0.0)
+    c.handle([SpecsSubmitted("t", (spec("old-low", inputs=(), priority="low"),))], 0.0)
+    # When high-priority work becomes ready 250 s later (200 points apart, 250 s of ageing)
+    c.handle([SpecsSubmitted("t", (spec("new-high", inputs=(), priority="high"),))], 250.0)
+    # Then the low one, having waited, goes first
+    assert names(ok(c, "busy", 251.0)) == ["old-low"]
+
+
+def test_without_ageing_priority_is_absolute():
+    c = core(slots=1, ageing=0.0)
+    c.handle([SpecsSubmitted("t", (spec("busy", inputs=()),))], 0.0)
+    c.handle([SpecsSubmitted("t", (spec("old-low", inputs=(), priority="low"),))], 0.0)
+    c.handle([SpecsSubmitted("t", (spec("new-high", inputs=(), priority="high"),))], 250.0)
+    assert names(ok(c, "busy", 251.0)) == ["new-high"]
+
+
+# --- resources and pools ---------------------------------------------------------------------------------------
+
+def test_resources_are_counted_against_capacity():
+    c = core(pools=[PoolSpec("general", 4, FrozenDict({"cpu": 4, "memory_mb": 8000}))])
+    first = submit(c, spec("a", resources={"cpu": 2, "memory_mb": 5000}), spec("b", resources={"cpu": 2}),
+                   spec("c", resources={"memory_mb": 4000}), spec("d", resources={"cpu": 1}))
+    # a and b take all 4 cpus; c does not fit beside a's memory; strict order keeps d behind c
+    assert names(first) == ["a", "b"]
+    assert names(ok(c, "a", 1.0)) == ["c", "d"]
+
+
+def test_a_demand_no_pool_can_ever_meet_fails_at_once_saying_what_was_asked_and_what_exists():
+    c = core(pools=[PoolSpec("general", 2, FrozenDict({"memory_mb": 1000}))])
+    out = submit(c, spec("huge", resources={"gpu": 1, "memory_mb": 500}))
+    (settle,) = [i for i in out if isinstance(i, Settle)]
+    assert settle.state is State.FAILED
+    assert "asks for gpu=1, memory_mb=500, more than pool 'general' will ever have (cpu=2, memory_mb=1000)" \
+        in settle.detail
+
+
+def test_handler_type_affinity_sends_work_to_its_own_pool():
+    pools = [PoolSpec("general", 1), PoolSpec("ml", 1, FrozenDict({"gpu": 1}), ("ml",))]
+    c = core(pools=pools)
+    out = submit(c, spec("g1"), spec("g2"), spec("m1", handler_type="ml", resources={"gpu": 1}),
+                 spec("m2", handler_type="ml", resources={"gpu": 1}))
+    assert {(i.spec.computation, i.pool) for i in out if isinstance(i, Dispatch)} == {("g1", "general"),
+                                                                                      ("m1", "ml")}
+    assert names(ok(c, "m1", 1.0)) == ["m2"]
+
+
+def test_an_alternative_in_another_pool_rescues_an_unplaceable_demand():
+    pools = [PoolSpec("general", 1), PoolSpec("gpu-pool", 1, FrozenDict({"gpu": 2}), ("train_gpu",))]
+    c = core(pools=pools)
+    s = spec("train", resources={"gpu": 1}, handler_type="train_cpu",
+             alternatives=[{"handler_type": "train_gpu", "computation": "train-on-gpu"}])
+    out = submit(c, s)
+    assert [(i.spec.handler_type, i.pool) for i in out if isinstance(i, Dispatch)] == [("train_gpu", "gpu-pool")]
+    ok(c, "train", 1.0)
+    assert c.record("train").produced_by == "train-on-gpu"
+
+
+# --- retries, time-outs, alternatives --------------------------------------------------------------------------
+
+def test_a_handler_that_fails_twice_then_succeeds_is_done_with_three_attempts():
+    c = core()
+    retry = {"max_attempts": 3, "initial_delay_s": 2, "multiplier": 3}
+    assert dispatches(submit(c, spec("flaky", retry=retry))) == [("flaky", 1)]
+    assert fail(c, "flaky", 10.0) == [] and c.record("flaky").state is State.RETRYING
+    assert c.next_wakeup() == 12.0  # initial delay
+    assert c.handle([], 11.9) == []  # not before it is due
+    assert dispatches(c.handle([], 12.0)) == [("flaky", 2)]
+    fail(c, "flaky", 13.0)
+    assert c.next_wakeup() == 19.0  # 2 * 3
+    assert dispatches(c.handle([], 19.0)) == [("flaky", 3)]
+    ok(c, "flaky", 20.0)
+    rec = c.record("flaky")
+    assert (rec.state, rec.attempts, len(rec.errors)) == (State.DONE, 3, 2)
+
+
+def test_retry_delays_are_capped_and_jittered_within_bounds():
+    c = core(seed=7)
+    submit(c, spec("j", retry={"max_attempts": 10, "initial_delay_s": 10, "max_delay_s": 15, "jitter_s": 1}))
+    now = 0.0
+    for expected in (10, 15, 15):
+        fail(c, "j", now)
+        delay = c.record("j").retry_at - now
+        assert expected <= delay <= expected + 1
+        now = c.record("j").retry_at
+        c.handle([], now)
+
+
+def test_a_permanent_error_skips_the_remaining_retries():
+    c = core()
+    submit(c, spec("p", retry={"max_attempts": 5}))
+    out = fail(c, "p", 1.0, "cannot work", permanent=True)
+    assert [(i.computation, i.state) for i in out if isinstance(i, Settle)] == [("p", State.FAILED)]
+    assert c.record("p").attempts == 1
+
+
+def test_after_the_last_attempt_the_alternatives_run_in_order_and_the_first_success_counts():
+    c = core()
+    s = spec("x", retry={"max_attempts": 2, "initial_delay_s": 0},
+             alternatives=[{"handler_type": "plan_b"}, {"handler_type": "plan_c", "params": {"fast": True},
+                                                        "computation": "x-fast"}])
+    submit(c, s)
+    assert dispatches(fail(c, "x", 1.0, "e1")) == [("x", 2)]  # a zero delay retries in the same step
+    out = fail(c, "x", 2.0, "e2")
+    assert [(i.spec.handler_type, i.attempt) for i in out if isinstance(i, Dispatch)] == [("plan_b", 3)]
+    assert dispatches(fail(c, "x", 3.0, "b1")) == [("x", 4)]  # each alternative gets the same retries
+    out = fail(c, "x", 3.0, "b2")
+    dispatched = [i for i in out if isinstance(i, Dispatch)]
+    assert [(d.spec.handler_type, dict(d.spec.params)) for d in dispatched] == [("plan_c", {"fast": True})]
+    ok(c, "x", 4.0)
+    rec = c.record("x")
+    assert (rec.state, rec.produced_by, rec.alternative) == (State.DONE, "x-fast", 2)
+    assert [e.split(":")[0] for e in rec.errors] == ["attempt 1 (x)", "attempt 2 (x)", "attempt 3 (x#alternative1)",
+                                                     "attempt 4 (x#alternative1)"]
+
+
+def test_a_time_out_cancels_the_attempt_and_counts_as_a_failure():
+    c = core()
+    submit(c, spec("slow", timeout_s=5, retry={"max_attempts": 2, "initial_delay_s": 1}))
+    assert c.next_wakeup() == 5.0
+    out = c.handle([], 5.0)
+    assert out == [Cancel("slow", 1, "timed out after 5s")]
+    assert c.record("slow").state is State.RETRYING
+    # the cancelled attempt's late result is ignored
+    assert c.handle([ComputationSucceeded("slow", 1, "e")], 5.5) == []
+    assert dispatches(c.handle([], 6.0)) == [("slow", 2)]
+
+
+def test_when_everything_fails_dependents_are_upstream_failed_transitively_naming_the_failed_one():
+    c = core(slots=2)
+    submit(c, spec("root", output="k1"), spec("mid", inputs=["k1"], output="k2"),
+           spec("leaf", inputs=["k2", "in"], output="k3"), spec("other", inputs=["in"], output="k4"))
+    out = fail(c, "root", 1.0, "broken input")
+    states = {i.computation: (i.state, i.detail) for i in out if isinstance(i, Settle)}
+    assert states["root"] == (State.FAILED, "broken input")
+    assert states["mid"][0] is State.UPSTREAM_FAILED and states["leaf"][0] is State.UPSTREAM_FAILED
+    assert "upstream computation 'root' failed" in states["leaf"][1]
+    assert c.record("other").state is State.RUNNING
+
+
+# --- deadlocks -------------------------------------------------------------------------------------------------
+
+def test_waiting_on_inputs_nothing_produces_is_a_deadlock_once_quiet_for_the_grace_period():
+    c = core(slots=1, grace=30.0)
+    submit(c, spec("join", inputs=["in", "never.csv"], output="j"), spec("after", inputs=["j"], output="z"))
+    assert c.next_wakeup() == 30.0
+    assert c.handle([], 29.0) == []
+    out = c.handle([], 30.0)
+    (deadlock,) = [i for i in out if isinstance(i, Deadlock)]
+    assert deadlock.kind == "missing-inputs" and deadlock.computations == ("join",)
+    assert "'join' waits for 'never.csv'" in deadlock.explanation
+    assert c.record("join").state is State.FAILED and c.record("after").state is State.UPSTREAM_FAILED
+    assert c.deadlocks == (deadlock,)
+
+
+def test_no_deadlock_while_work_runs_or_arrives():
+    c = core(slots=1, grace=30.0)
+    submit(c, spec("busy", inputs=()), spec("join", inputs=["never.csv"], output="j"))
+    assert c.handle([], 100.0) == []  # something is running
+    ok(c, "busy", 100.0)
+    assert c.handle([ObjectAvailable("unrelated")], 120.0) == []  # something arrived at 120
+    assert c.handle([], 149.0) == []
+    assert any(isinstance(i, Deadlock) for i in c.handle([], 150.0))
+
+
+def test_deadlock_detection_can_be_switched_off():
+    c = core(slots=1, grace=None)
+    submit(c, spec("join", inputs=["never.csv"], output="j"))
+    assert c.next_wakeup() is None and c.handle([], 1e9) == []
+
+
+# --- completion notifications ----------------------------------------------------------------------------------
+
+def test_handler_types_named_in_notify_are_told_how_it_ended():
+    c = core(slots=2)
+    submit(c, spec("good", notify=["audit", "slack"]), spec("bad", notify=["audit"]))
+    done = [i for i in ok(c, "good", 1.0) if isinstance(i, Notify)]
+    assert [(n.handler_type, n.completion.state, n.completion.output) for n in done] == [
+        ("audit", State.DONE, "out/good"), ("slack", State.DONE, "out/good")]
+    failed = [i for i in fail(c, "bad", 1.0, "nope") if isinstance(i, Notify)]
+    assert [(n.handler_type, n.completion.state, n.completion.error, n.completion.attempts) for n in failed] == [
+        ("audit", State.FAILED, "nope", 1)]
+
+
+def test_a_handler_can_ask_to_hear_about_the_computations_it_emitted():
+    c = core(slots=2)
+    submit(c, spec("parent"))
+    ok(c, "parent", 1.0, specs=[spec("child", inputs=["out/parent"])], subscriber="parent_type")
+    out = ok(c, "child", 2.0)
+    assert [(n.handler_type, n.completion.computation) for n in out if isinstance(n, Notify)] == [
+        ("parent_type", "child")]
