@@ -17,6 +17,7 @@ EPILOG = """examples:
   gclo run --store s3://my-bucket --sqs-queue gclo-events --handlers my_handlers.py
   gclo put data.csv incoming/data.csv --store ./bucket --gcl step.yaml
   gclo status --store s3://my-bucket
+  gclo graph --store ./bucket --format dot | dot -Tsvg > graph.svg
   gclo validate pipeline.yaml
 
 exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate);
@@ -108,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the status document as JSON")
     s.add_argument("--state", choices=[st.value for st in State], help="only computations in this state")
 
+    g = sub.add_parser("graph", help="export the live graph with each node's state (dot, mermaid, json)")
+    add_store(g)
+    g.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
+
     v = sub.add_parser("validate", help="check GCL files; print every problem")
     v.add_argument("files", nargs="+", metavar="FILE", help="GCL files (YAML or JSON; - for standard input)")
     return p
@@ -155,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.put(args.local_file, args.key, args.store, args.gcl, endpoint_url=args.endpoint_url)
         if args.command == "status":
             return commands.status(args.store, args.json, args.state, endpoint_url=args.endpoint_url)
+        if args.command == "graph":
+            return commands.graph(args.store, args.format, endpoint_url=args.endpoint_url)
         return commands.validate(args.files)
     except (ConfigError, HandlerLoadError, RulesError, ValueError) as exc:
         print(f"gclo {args.command}: {exc}", file=sys.stderr)

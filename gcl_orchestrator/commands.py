@@ -102,6 +102,18 @@ def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.s
     return EXIT_OK
 
 
+def graph(store_uri: str, fmt: str, out: TextIO = sys.stdout, endpoint_url: str | None = None) -> int:
+    from .runtime.graph import render_graph
+
+    store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
+    doc = read_status(store)
+    if doc is None:
+        print(f"no status in {store.describe()}: no orchestrator has run on this store yet", file=sys.stderr)
+        return EXIT_FAILED
+    out.write(render_graph(doc, fmt))
+    return EXIT_OK
+
+
 def setup_events(store_uri: str, queue: str, endpoint_url: str | None = None, out: TextIO = sys.stdout) -> int:
     """Create the SQS queue and the bucket notification that feeds it (safe to run again)."""
     import boto3

@@ -111,3 +111,45 @@ def returns_object(ctx):
 def emit_cycle(ctx):
     ctx.emit(computation="loop-back", handler_type="echo", inputs=[ctx.output], output=ctx.inputs[0])
     return "x"
+
+
+@handler("flaky")
+def flaky(ctx):
+    """Fails until attempt params['succeed_on']."""
+    _count(ctx)
+    if ctx.attempt < ctx.params["succeed_on"]:
+        raise RuntimeError(f"transient trouble on attempt {ctx.attempt}")
+    return f"succeeded on attempt {ctx.attempt}"
+
+
+@handler("fallback")
+def fallback(ctx):
+    return "from the fallback"
+
+
+@handler("follow_children")
+def follow_children(ctx):
+    """Emits two children and asks to be told when they end."""
+    ctx.notify_on_completion()
+    for name in ("child-ok", "child-bad"):
+        ctx.emit(computation=name, handler_type="echo" if name == "child-ok" else "fail", inputs=[ctx.output],
+                 output=f"{name}.out")
+    return "parent"
+
+
+def _append_completion(completion):
+    path = os.environ.get("GCLO_TEST_COMPLETIONS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{completion.computation} {completion.state.value} {completion.attempts} "
+                     f"{completion.produced_by}\n")
+
+
+@handler.on_complete("audit")
+def audit(completion):
+    _append_completion(completion)
+
+
+@handler.on_complete("follow_children")
+def children_done(completion):
+    _append_completion(completion)
