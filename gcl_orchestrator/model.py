@@ -222,6 +222,23 @@ class ComputationFailed:
     duration_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class ComputationBlocked:
+    """A running handler waits (ctx.wait_for) for `keys`; its worker slot can be lent to other work meanwhile."""
+
+    computation: str
+    attempt: int
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ComputationResumed:
+    """A blocked handler stopped waiting and takes its slot back."""
+
+    computation: str
+    attempt: int
+
+
 # --- events the core consumes (the runtime resolves ObjectCreated into ObjectAvailable) -------------------------
 
 
@@ -243,7 +260,8 @@ class SpecsSubmitted:
     subscriber: str | None = None
 
 
-CoreEvent = ObjectAvailable | SpecsSubmitted | ComputationSucceeded | ComputationFailed
+CoreEvent = (ObjectAvailable | SpecsSubmitted | ComputationSucceeded | ComputationFailed | ComputationBlocked
+             | ComputationResumed)
 
 
 # --- instructions the core emits -------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from ..errors import CycleError
 from ..model import (
     Cancel,
     Completion,
+    ComputationBlocked,
+    ComputationResumed,
     ComputationFailed,
     ComputationSpec,
     ComputationSucceeded,
@@ -71,6 +73,7 @@ class ComputationRecord:
     started_at: float | None = None
     finished_at: float | None = None
     retry_at: float | None = None
+    blocked_on: tuple[str, ...] = ()  # keys a running handler waits for; its slot is lent meanwhile
     subscribers: tuple[str, ...] = ()  # handler types told when this computation ends (notify + ctx requests)
 
     @property
@@ -172,6 +175,14 @@ class Scheduler:
                 if self._is_current(ev.computation, ev.attempt):
                     self._failed_attempt(self._records[ev.computation], ev.error, ev.permanent, now, out,
                                          release=True)
+            elif isinstance(ev, ComputationBlocked):
+                if self._is_current(ev.computation, ev.attempt):
+                    self._block(self._records[ev.computation], ev.keys, out)
+            elif isinstance(ev, ComputationResumed):
+                rec = self._records.get(ev.computation)
+                if rec is not None and self._is_current(ev.computation, ev.attempt) and rec.blocked_on:
+                    rec.blocked_on = ()
+                    self._pools[rec.pool].running += 1  # may exceed the slots until someone finishes
             else:
                 raise TypeError(f"the scheduler does not handle {type(ev).__name__}")
         self._fire_timers(now, out)
@@ -241,9 +252,28 @@ class Scheduler:
         self._counts[state] += 1
         rec.state = state
 
+    def _block(self, rec: ComputationRecord, keys: tuple[str, ...], out: list[Instruction]) -> None:
+        """A handler waiting for other work keeps its process but not its slot: had it held the last slot of
+        its pool, the work it waits for could never run there."""
+        if rec.blocked_on:
+            return
+        pool = self._pools[rec.pool]
+        was_full = pool.running >= pool.spec.slots
+        rec.blocked_on = tuple(keys)
+        pool.running -= 1
+        if was_full:
+            deadlock = Deadlock("blocked-worker", (rec.name,),
+                                f"{rec.name!r} waits for {', '.join(repr(k) for k in keys)} while holding the last "
+                                f"worker slot of pool {rec.pool!r}; its slot is lent to other work until it resumes")
+            self._deadlocks.append(deadlock)
+            out.append(deadlock)
+
     def _release(self, rec: ComputationRecord) -> None:
         pool = self._pools[rec.pool]
-        pool.running -= 1
+        if rec.blocked_on:
+            rec.blocked_on = ()  # its slot was lent out already
+        else:
+            pool.running -= 1
         for name, amount in (rec.current.resources or {}).items():
             pool.used[name] = pool.used.get(name, 0.0) - amount
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Mapping
+import time
+from typing import Any, Callable, Mapping
 
-from ..errors import HandlerError, Problem, SpecError
+from ..errors import HandlerError, ObjectNotFound, Problem, SpecError
 from ..interfaces import ObjectStore
-from ..model import ComputationSpec, thaw
+from ..model import ComputationBlocked, ComputationResumed, ComputationSpec, SpecsSubmitted, check_key, thaw
 from ..spec import spec_from_mapping
+
+Signal = Callable[[object], None]
 
 
 class HandlerContext:
@@ -16,10 +19,12 @@ class HandlerContext:
 
     `computation`, `handler_type`, `inputs`, `output`, `params` (a plain dict copy), `attempt` (from 1);
     `read_bytes/read_text/read_json(key)` read one of the declared inputs (the key may be left out when there is
-    exactly one); `emit(...)` declares a next computation, validated at once; `log` is a logger for this handler.
+    exactly one) or a key waited for; `emit(...)` declares a next computation, validated at once, which joins the
+    graph with this handler's output; `submit(...)` makes one join at once, and `wait_for(keys)` blocks until keys
+    exist; `log` is a logger for this handler.
     """
 
-    def __init__(self, spec: ComputationSpec, attempt: int, store: ObjectStore):
+    def __init__(self, spec: ComputationSpec, attempt: int, store: ObjectStore, signal: Signal | None = None):
         self.spec = spec
         self.computation = spec.computation
         self.handler_type = spec.handler_type
@@ -30,6 +35,8 @@ class HandlerContext:
         self.log = logging.getLogger(f"gclo.handler.{spec.handler_type}")
         self._store = store
         self._emitted: dict[str, ComputationSpec] = {}
+        self._waited: set[str] = set()
+        self._signal = signal or (lambda _event: None)
         self.wants_completions = False
 
     # --- inputs ------------------------------------------------------------------------------------------------
@@ -40,7 +47,7 @@ class HandlerContext:
                 raise HandlerError(f"computation {self.computation!r} has {len(self.inputs)} inputs: "
                                    "name the key to read")
             return self.inputs[0]
-        if key not in self.inputs:
+        if key not in self.inputs and key not in self._waited:
             raise HandlerError(f"{key!r} is not an input of computation {self.computation!r} "
                                f"(inputs: {', '.join(self.inputs) or 'none'}); declare it in the GCL inputs")
         return key
@@ -66,18 +73,59 @@ class HandlerContext:
         Raises SpecError at once when the spec is invalid, and HandlerError when a name is emitted twice
         with different contents. It joins the graph when this handler's output is written.
         """
+        built = self._build(spec, fields)
+        previous = self._emitted.get(built.computation)
+        if previous is not None and previous != built:
+            raise HandlerError(f"computation {built.computation!r} emitted twice with different fields")
+        self._emitted[built.computation] = built
+        return built
+
+    def submit(self, spec: Mapping[str, Any] | None = None, /, **fields: Any) -> ComputationSpec:
+        """Like `emit`, but the computation joins the graph now, while this handler still runs, so that the
+        handler can `wait_for` its output."""
+        built = self._build(spec, fields)
+        self._signal(SpecsSubmitted(f"submitted by {self.computation}", (built,),
+                                    self.handler_type if self.wants_completions else None))
+        return built
+
+    def wait_for(self, *keys: str, timeout_s: float | None = None, poll_s: float = 0.2) -> None:
+        """Block until every key exists (then they can be read). Meanwhile this handler's worker slot is lent to
+        other work, so waiting for work in the same pool cannot deadlock. TimeoutError names what never came."""
+        for key in keys:
+            check_key(key)
+        pending = [k for k in keys if not self._exists(k)]
+        self._waited.update(keys)
+        if not pending:
+            return
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._signal(ComputationBlocked(self.computation, self.attempt, tuple(pending)))
+        try:
+            delay = poll_s
+            while pending:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"computation {self.computation!r} waited {timeout_s:g}s for "
+                                       f"{', '.join(repr(k) for k in pending)}, which never came")
+                time.sleep(delay)  # polling the store: a handler has no event queue of its own
+                pending = [k for k in pending if not self._exists(k)]
+                delay = min(delay * 1.5, 2.0)
+        finally:
+            self._signal(ComputationResumed(self.computation, self.attempt))
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._store.head(key)
+            return True
+        except ObjectNotFound:
+            return False
+
+    def _build(self, spec: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> ComputationSpec:
         merged = {**(dict(spec) if spec else {}), **fields}
         try:
             json.dumps(merged)
         except (TypeError, ValueError) as exc:
             raise SpecError([Problem("", f"values must be JSON data ({exc})")],
                             f"emit from {self.computation!r}") from None
-        built = spec_from_mapping(merged, source=f"emit from {self.computation!r}")
-        previous = self._emitted.get(built.computation)
-        if previous is not None and previous != built:
-            raise HandlerError(f"computation {built.computation!r} emitted twice with different fields")
-        self._emitted[built.computation] = built
-        return built
+        return spec_from_mapping(merged, source=f"emit from {self.computation!r}")
 
     def notify_on_completion(self) -> None:
         """Ask that this handler type's `@handler.on_complete` function be told when each computation this

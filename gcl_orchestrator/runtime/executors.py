@@ -34,7 +34,8 @@ class ThreadExecutor(Executor):
     outcome), so time-outs are enforced by the process executor alone."""
 
     def __init__(self, pools: int | Sequence[PoolSpec], registry: HandlerRegistry, store: ObjectStore):
-        self._workers = sum(p.slots for p in as_pools(pools))
+        # Slots lent by blocked handlers need threads of their own: the core bounds what runs at once.
+        self._workers = sum(p.slots for p in as_pools(pools)) + 32
         self._registry = registry
         self._store = store
         self._pool: ThreadPoolExecutor | None = None
@@ -57,7 +58,7 @@ class ThreadExecutor(Executor):
             emit(fut.result() if exc is None else
                  ComputationFailed(task.spec.computation, task.attempt, f"executor error: {exc!r}"))
 
-        self._pool.submit(run_task, task, self._registry, self._store).add_done_callback(done)
+        self._pool.submit(run_task, task, self._registry, self._store, emit).add_done_callback(done)
 
     def cancel(self, computation: str, attempt: int) -> None:
         log.debug("thread executor: %s attempt %d cannot be stopped; its outcome will be ignored",
@@ -174,6 +175,18 @@ class ProcessExecutor(Executor):
 
     # --- the feeding thread ------------------------------------------------------------------------------------
 
+    def _grow(self) -> None:
+        """A pool with queued work, no idle worker and none starting has lent a slot (a blocked handler keeps
+        its process): start one more worker for it."""
+        with self._lock:
+            queued = {name for name, queue in self._pending.items() if queue}
+        for name in queued:
+            members = [w for w in self._workers if w.pool == name and w.process is not None]
+            if any(w.task is None for w in members):
+                continue  # idle or still starting
+            log.info("pool %s: a handler is waiting for other work; starting an extra worker", name)
+            self._workers.append(self._spawn(len(self._workers), name))
+
     def _assign(self) -> None:
         for w in self._workers:
             if not w.ready or w.task is not None:
@@ -201,6 +214,9 @@ class ProcessExecutor(Executor):
             w.ready = True
         elif kind == "result":
             w.task = None
+            assert self._emit is not None
+            self._emit(payload)
+        elif kind == "event":  # raised by the running handler: a submission, or waiting
             assert self._emit is not None
             self._emit(payload)
         elif kind == "fatal":
@@ -243,6 +259,7 @@ class ProcessExecutor(Executor):
             else:
                 self._apply_cancels()
                 self._assign()
+                self._grow()
             waitables: list[Any] = [self._wake_r]
             for w in alive:
                 waitables += [w.conn, w.process.sentinel]

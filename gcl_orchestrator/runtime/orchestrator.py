@@ -19,6 +19,9 @@ from ..interfaces import EventSource, Executor, ObjectStore, Task
 from ..model import (
     Cancel,
     Completion,
+    ComputationBlocked,
+    ComputationResumed,
+    SpecsSubmitted,
     ComputationFailed,
     ComputationSpec,
     ComputationSucceeded,
@@ -197,7 +200,7 @@ class Orchestrator:
                     acks.append(ev.ack)
             elif isinstance(ev, ComputationSucceeded):
                 batch.extend(self._succeeded(ev))
-            elif isinstance(ev, ComputationFailed):
+            elif isinstance(ev, (ComputationFailed, ComputationBlocked, ComputationResumed, SpecsSubmitted)):
                 batch.append(ev)
         if batch:
             self._feed(batch)
@@ -303,8 +306,9 @@ class Orchestrator:
                 elif isinstance(ins, Notify):
                     self.notifier.notify(ins.handler_type, ins.completion)
                 elif isinstance(ins, Deadlock):
-                    log.warning("DEADLOCK (%s): %s; failing %d computation(s)", ins.kind, ins.explanation,
-                                len(ins.computations))
+                    resolution = "slot lent" if ins.kind == "blocked-worker" else \
+                        f"failing {len(ins.computations)} computation(s)"
+                    log.warning("DEADLOCK (%s): %s; %s", ins.kind, ins.explanation, resolution)
         self._dirty = True
 
     def _settled(self, ins: Settle) -> None:

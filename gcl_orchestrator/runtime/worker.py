@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import (
     GclError,
@@ -42,7 +42,10 @@ def encode_result(value: Any) -> bytes:
                            f"JSON data ({exc})") from None
 
 
-def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore) -> ComputationSucceeded | ComputationFailed:
+def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
+             signal: Callable[[object], None] | None = None) -> ComputationSucceeded | ComputationFailed:
+    """Run one attempt. `signal` carries events the handler raises while it runs (submissions, waiting) to the
+    orchestrator's queue."""
     spec = task.spec
     started = time.perf_counter()
 
@@ -52,7 +55,7 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore) -> Compu
     fn = registry.get(spec.handler_type)
     if fn is None:
         return failed(str(UnknownHandlerType(spec.handler_type, registry.types())), permanent=True)
-    ctx = HandlerContext(spec, task.attempt, store)
+    ctx = HandlerContext(spec, task.attempt, store, signal)
     try:
         result = fn(ctx)
         body = encode_result(result)
@@ -105,4 +108,4 @@ def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str) -> 
             return
         if task is None:
             return
-        conn.send(("result", run_task(task, registry, store)))
+        conn.send(("result", run_task(task, registry, store, lambda event: conn.send(("event", event)))))

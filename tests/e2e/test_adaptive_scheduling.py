@@ -150,3 +150,14 @@ def test_the_graph_exports_with_each_nodes_state(store):
                                      capture_output=True, text=True).stdout)
     states = {n["id"]: n.get("state") for n in data["nodes"] if n["type"] == "computation"}
     assert states == {"copy": "done", "wait": "waiting"}
+
+
+def test_a_handler_waiting_on_work_it_submitted_in_the_only_slot_does_not_hang(store):
+    put(store, "in.txt", b"from the child", step("parent", "parent_waits", ["in.txt"], "parent.out"))
+    proc = run(store, workers=1, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (store.root / "parent.out").read_text() == "parent saw: from the child"
+    assert "DEADLOCK (blocked-worker)" in proc.stderr and "slot lent" in proc.stderr
+    doc, by_name = status(store)
+    assert by_name["child-of-parent"]["state"] == "done"
+    assert doc["deadlocks"][0]["kind"] == "blocked-worker"

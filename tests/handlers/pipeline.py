@@ -153,3 +153,12 @@ def audit(completion):
 @handler.on_complete("follow_children")
 def children_done(completion):
     _append_completion(completion)
+
+
+@handler("parent_waits")
+def parent_waits(ctx):
+    """Submits a child and waits for its output while holding a worker slot."""
+    child = ctx.submit(computation=f"child-of-{ctx.computation}", handler_type="echo", inputs=[ctx.inputs[0]],
+                       output=f"{ctx.computation}.child")
+    ctx.wait_for(child.output, timeout_s=60)
+    return b"parent saw: " + ctx.read_bytes(child.output)

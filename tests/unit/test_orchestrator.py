@@ -220,3 +220,11 @@ def test_status_is_in_the_store_for_other_processes(store):
     assert status["computations"][0] | {"duration_s": 0} == {
         "computation": "copy", "state": "done", "handler_type": "echo", "priority": 0, "inputs": ["in.txt"],
         "output": "copy.txt", "source": "in.txt", "attempts": 1, "duration_s": 0, "pool": "general"}
+
+
+def test_a_handler_waiting_for_work_it_submitted_does_not_hang_the_only_thread(store):
+    put(store, "in.txt", b"child data", step("parent", "parent_waits", ["in.txt"], "parent.out"))
+    orch, result = run(store, workers=1)
+    assert result.exit_code == 0
+    assert store.get("parent.out").body == b"parent saw: child data"
+    assert [d.kind for d in orch.core.deadlocks] == ["blocked-worker"]

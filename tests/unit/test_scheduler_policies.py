@@ -270,3 +270,21 @@ def test_a_handler_can_ask_to_hear_about_the_computations_it_emitted():
     out = ok(c, "child", 2.0)
     assert [(n.handler_type, n.completion.computation) for n in out if isinstance(n, Notify)] == [
         ("parent_type", "child")]
+
+
+def test_a_handler_blocked_on_downstream_work_in_the_last_slot_lends_it_and_the_deadlock_is_reported():
+    from gcl_orchestrator.model import ComputationBlocked, ComputationResumed
+
+    c = core(slots=1)
+    submit(c, spec("parent"))
+    # the parent submits a child and waits for it: with one slot, the child could never run
+    c.handle([SpecsSubmitted("submitted by parent", (spec("child", output="child.out"),))], 1.0)
+    assert c.record("child").state is State.READY
+    out = c.handle([ComputationBlocked("parent", 1, ("child.out",))], 1.0)
+    (deadlock,) = [i for i in out if isinstance(i, Deadlock)]
+    assert deadlock.kind == "blocked-worker" and "last worker slot of pool 'general'" in deadlock.explanation
+    assert names(out) == ["child"]  # resolution: the slot is lent
+    ok(c, "child", 2.0)
+    c.handle([ComputationResumed("parent", 1)], 2.5)
+    assert names(c.handle([SpecsSubmitted("t", (spec("later"),))], 2.6)) == []  # the parent has its slot back
+    assert names(ok(c, "parent", 3.0)) == ["later"]
