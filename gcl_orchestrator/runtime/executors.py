@@ -34,8 +34,9 @@ class ThreadExecutor(Executor):
     outcome), so time-outs are enforced by the process executor alone."""
 
     def __init__(self, pools: int | Sequence[PoolSpec], registry: HandlerRegistry, store: ObjectStore):
+        self._slots = sum(p.slots for p in as_pools(pools))
         # Slots lent by blocked handlers need threads of their own: the core bounds what runs at once.
-        self._workers = sum(p.slots for p in as_pools(pools)) + 32
+        self._threads = self._slots + 32
         self._registry = registry
         self._store = store
         self._pool: ThreadPoolExecutor | None = None
@@ -43,11 +44,11 @@ class ThreadExecutor(Executor):
 
     @property
     def capacity(self) -> int:
-        return self._workers
+        return self._slots
 
     def start(self, emit: Callable[[Outcome], None]) -> None:
         self._emit = emit
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="gclo-handler")
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="gclo-handler")
 
     def submit(self, task: Task) -> None:
         assert self._pool is not None and self._emit is not None, "start() first"
