@@ -52,7 +52,7 @@ class SchedulerConfig:
     default_retry: RetryPolicy = RetryPolicy()
 
 
-@dataclass
+@dataclass(slots=True)
 class ComputationRecord:
     """What the core knows of one computation. Read it; only the Scheduler changes it."""
 
@@ -83,12 +83,13 @@ class ComputationRecord:
     @property
     def current(self) -> ComputationSpec:
         """The spec of the variant being tried (the spec itself, or an alternative applied to it)."""
-        return variant(self.spec, self.alternative)
+        # The plain spec needs no lookup: hashing a spec for the cache is the costliest step on the hot path.
+        return variant(self.spec, self.alternative) if self.alternative else self.spec
 
     @property
     def label(self) -> str:
         """The name of the variant being tried."""
-        return variant_label(self.spec, self.alternative)
+        return variant_label(self.spec, self.alternative) if self.alternative else self.spec.computation
 
 
 @dataclass(frozen=True)
@@ -148,14 +149,16 @@ class Scheduler:
         """Apply a batch of events at time `now` and return what to do. An empty batch lets time pass (retry
         delays, time-outs, deadlock grace). Within a batch, every object becomes available before any spec is
         registered, so a listing handed over in one batch never reruns existing outputs."""
-        events = list(events)
+        if not isinstance(events, list):
+            events = list(events)
         out: list[Instruction] = []
         if events:
             self._last_activity = now
         for ev in events:
-            if isinstance(ev, ObjectAvailable):
+            kind = type(ev)
+            if kind is ObjectAvailable:
                 self._make_available(ev.key, now, out)
-            elif isinstance(ev, ComputationSucceeded) and self._is_current(ev.computation, ev.attempt):
+            elif kind is ComputationSucceeded and self._is_current(ev.computation, ev.attempt):
                 self._make_available(self._records[ev.computation].spec.output, now, out)
         for ev in events:
             if isinstance(ev, ObjectAvailable):
@@ -274,8 +277,10 @@ class Scheduler:
             rec.blocked_on = ()  # its slot was lent out already
         else:
             pool.running -= 1
-        for name, amount in (rec.current.resources or {}).items():
-            pool.used[name] = pool.used.get(name, 0.0) - amount
+        resources = rec.current.resources
+        if resources:
+            for name, amount in resources.items():
+                pool.used[name] = pool.used.get(name, 0.0) - amount
 
     def _finish(self, name: str, state: State, now: float) -> ComputationRecord:
         rec = self._records[name]
@@ -435,7 +440,7 @@ class Scheduler:
         if cycle is not None:
             self._reject(source, spec.computation, str(CycleError(spec.computation, cycle)), now, out)
             return
-        subscribers = tuple(dict.fromkeys(spec.notify + ((subscriber,) if subscriber else ())))
+        subscribers = tuple(dict.fromkeys(spec.notify + (subscriber,))) if subscriber else spec.notify
         rec = ComputationRecord(spec=spec, source=source, state=State.WAITING, registered_at=now,
                                 subscribers=subscribers)
         self._counts[State.WAITING] += 1
@@ -446,7 +451,8 @@ class Scheduler:
         if spec.output in self._available:
             self._settle_existing(rec, now, out)
             return
-        upstream = next((k for k in spec.inputs if k in self._failed_keys and k not in self._available), None)
+        upstream = next((k for k in spec.inputs if k in self._failed_keys and k not in self._available),
+                        None) if self._failed_keys else None
         if upstream is not None:
             self._set_state(rec, State.UPSTREAM_FAILED)
             rec.finished_at = now
@@ -462,16 +468,26 @@ class Scheduler:
             return
         if rec.alternative:
             rec.note = f"alternative {rec.alternative} ({rec.label}): no pool can run the ones before"
-        rec.missing = {k for k in spec.inputs if k not in self._available}
-        for key in rec.missing:
-            self._waiters.setdefault(key, set()).add(spec.computation)
-        if not rec.missing:
+        available = self._available
+        missing = {k for k in spec.inputs if k not in available}
+        if missing:
+            rec.missing = missing
+            waiters = self._waiters
+            for key in missing:
+                if key in waiters:
+                    waiters[key].add(spec.computation)
+                else:
+                    waiters[key] = {spec.computation}
+        else:
             self._make_ready(rec, now)
 
     def _route(self, rec: ComputationRecord) -> str | None:
         """Assign the pool for the current variant; the reason when no pool could ever run it."""
         spec = rec.current
-        name = self._affinity.get(spec.handler_type, self._general)
+        name = self._affinity.get(spec.handler_type, self._general) if self._affinity else self._general
+        if name is not None and not spec.resources:
+            rec.pool = name
+            return None
         if name is None:
             return (f"handler type {spec.handler_type!r} has no pool and there is no general pool "
                     f"(pools: {', '.join(self._pools)})")
@@ -586,18 +602,19 @@ class Scheduler:
                 if rec.state is not State.READY:
                     heapq.heappop(pool.ready)  # settled while queued (its output appeared)
                     continue
-                demand = rec.current.resources or {}
-                if any(pool.used.get(r, 0.0) + a > pool.spec.capacity.get(r, 0.0) for r, a in demand.items()):
-                    break  # strict priority: the head waits for capacity rather than being overtaken
+                spec = rec.current
+                demand = spec.resources
+                if demand:
+                    if any(pool.used.get(r, 0.0) + a > pool.spec.capacity.get(r, 0.0) for r, a in demand.items()):
+                        break  # strict priority: the head waits for capacity rather than being overtaken
+                    for r, a in demand.items():
+                        pool.used[r] = pool.used.get(r, 0.0) + a
                 heapq.heappop(pool.ready)
-                for r, a in demand.items():
-                    pool.used[r] = pool.used.get(r, 0.0) + a
                 pool.running += 1
                 self._set_state(rec, State.RUNNING)
                 rec.attempts += 1
                 rec.variant_attempts += 1
                 rec.started_at = now
-                spec = rec.current
                 if spec.timeout_s is not None:
                     self._timer(now + spec.timeout_s, "timeout", rec)
                 out.append(Dispatch(spec, rec.attempts, pool.spec.name))
