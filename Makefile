@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_STORE ?= demo-store
 
-.PHONY: setup demo demo-local test test-fast clean
+.PHONY: setup demo demo-local test test-fast bench bench-full clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gcl-orchestrator needs Python >= 3.11; set PYTHON=python3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,test]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,test,bench]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -42,6 +42,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not e2e'
+
+# Benchmarks print each figure next to its target and write JSON to bench/results/ (see README, "Speed").
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+bench-full: $(STAMP)
+	$(BIN)/python bench/run.py --full
 
 clean:
 	rm -rf $(VENV) $(DEMO_STORE) .pytest_cache *.egg-info

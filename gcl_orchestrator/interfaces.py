@@ -83,6 +83,10 @@ class ObjectStore(abc.ABC):
         """A short name for logs; never contains credentials."""
         return self.uri
 
+    def request_count(self) -> int | None:
+        """How many requests this store object has sent to its server so far; None where nothing is counted."""
+        return None
+
 
 Emit = Callable[[object], None]
 

@@ -211,6 +211,8 @@ class ComputationSucceeded:
     metadata: Mapping[str, str] | None = None
     duration_s: float = 0.0
     subscriber: str | None = None  # handler type to tell when each emitted computation ends (ctx request)
+    committed_at: float = 0.0  # wall time at which the output write completed
+    requests: int = 0  # store requests the attempt made (where the store counts them)
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ class ComputationFailed:
     error: str
     permanent: bool = False
     duration_s: float = 0.0
+    requests: int = 0
 
 
 @dataclass(frozen=True)

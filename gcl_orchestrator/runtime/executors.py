@@ -107,8 +107,10 @@ class ProcessExecutor(Executor):
         self._stopping = False
         self._grace_deadline = 0.0
         self._fatal: str | None = None
+        self._failed_starts = 0  # workers in a row that died before they were ready
         self._thread: threading.Thread | None = None
         self._emit: Callable[[Outcome], None] | None = None
+        self._env: dict[str, str] = {}
 
     @property
     def capacity(self) -> int:
@@ -116,6 +118,9 @@ class ProcessExecutor(Executor):
 
     def start(self, emit: Callable[[Outcome], None]) -> None:
         self._emit = emit
+        # Workers fork from a server process that may predate this executor; they get the store settings
+        # (credentials, endpoint, region) as they are now, explicitly.
+        self._env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "GCLO_"))}
         self._workers = [self._spawn(i, p.name) for i, p in enumerate(p for p in self._pools
                                                                           for _ in range(p.slots))]
         self._thread = threading.Thread(target=self._loop, name="gclo-executor", daemon=True)
@@ -123,7 +128,7 @@ class ProcessExecutor(Executor):
 
     def _spawn(self, slot: int, pool: str) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=worker_main, args=(child, self._sources, self._store_uri),
+        proc = self._ctx.Process(target=worker_main, args=(child, self._sources, self._store_uri, self._env),
                                  name=f"gclo-worker-{pool}-{slot}", daemon=True)
         proc.start()
         child.close()
@@ -213,6 +218,7 @@ class ProcessExecutor(Executor):
             return False
         if kind == "ready":
             w.ready = True
+            self._failed_starts = 0
         elif kind == "result":
             w.task = None
             assert self._emit is not None
@@ -232,6 +238,13 @@ class ProcessExecutor(Executor):
         if w.task is not None:
             self._fail(w.task, f"its worker process died (exit code {code}) while running the handler")
         w.conn.close()
+        if not w.ready:
+            self._failed_starts += 1
+            if self._failed_starts >= 3 and not self._fatal:
+                # Replacing it again would only loop: the cause is in how workers start, not in a task.
+                self._fatal = (f"worker processes exit (code {code}) before they are ready, "
+                               f"{self._failed_starts} in a row; see the error above")
+                log.error("%s", self._fatal)
         if self._stopping or self._fatal:
             self._workers[i] = _Worker(None, None, w.pool)
             return
@@ -262,15 +275,23 @@ class ProcessExecutor(Executor):
                 self._assign()
                 self._grow()
             waitables: list[Any] = [self._wake_r]
+            by_conn: dict[int, _Worker] = {}
+            sentinels: set[int] = set()
             for w in alive:
                 waitables += [w.conn, w.process.sentinel]
-            for ready in multiprocessing.connection.wait(waitables, timeout=0.5):
+                by_conn[id(w.conn)] = w
+                sentinels.add(w.process.sentinel)
+            ready_list = multiprocessing.connection.wait(waitables, timeout=0.5)
+            died = False
+            for ready in ready_list:
                 if ready == self._wake_r:
                     os.read(self._wake_r, 4096)
-                    continue
-                for w in alive:
-                    if ready is w.conn:
-                        self._receive(w)
+                elif id(ready) in by_conn:
+                    self._receive(by_conn[id(ready)])
+                elif ready in sentinels:
+                    died = True
+            if not died and not self._stopping:
+                continue
             # Sentinels after connections, so a result sent just before a worker exited is not lost.
             for i, w in enumerate(self._workers):
                 if w.process is not None and not w.process.is_alive():

@@ -1,6 +1,8 @@
-"""Completion notifications, off the orchestrator's loop: calls `@handler.on_complete` functions and writes a
-completion event per finished computation under `.gclo/events/`, on one thread, so that neither a slow callback
-nor a store round trip delays scheduling. Completion handlers run in the orchestrator's process: keep them short."""
+"""Completion notifications, off the orchestrator's loop: calls `@handler.on_complete` functions and writes
+completion events under `.gclo/events/`, on one thread, so that neither a slow callback nor a store round trip
+delays scheduling. Events are batched, one JSON-lines object per half second (or 500 events), so following a
+run costs a request per batch, not per computation. Completion handlers run in the orchestrator's process: keep
+them short."""
 from __future__ import annotations
 
 import hashlib
@@ -19,13 +21,15 @@ from .handlers import HandlerRegistry, describe_exception
 
 log = logging.getLogger("gclo")
 EVENTS_PREFIX = RESERVED_PREFIX + "events/"
+BATCH_S = 0.5
+BATCH_MAX = 500
 _STOP = object()
 
 
-def event_key(computation: str, at: float) -> str:
+def event_key(first: str, at: float, count: int) -> str:
     """Keys sort by time, so a reader can list after the last key it saw (StartAfter on S3)."""
-    digest = hashlib.sha1(computation.encode()).hexdigest()[:12]
-    return f"{EVENTS_PREFIX}{int(at * 1e6):017d}-{digest}.json"
+    digest = hashlib.sha1(f"{first}/{at}".encode()).hexdigest()[:12]
+    return f"{EVENTS_PREFIX}{int(at * 1e6):017d}-{digest}-{count}.jsonl"
 
 
 class Notifier:
@@ -58,14 +62,25 @@ class Notifier:
             self._thread = None
 
     def _loop(self) -> None:
+        batch: list[tuple[Completion, float]] = []
+        deadline = None
         while True:
-            item = self._q.get()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                item = None
             if item is _STOP:
+                self._write(batch)
                 return
-            if item[0] == "notify":
+            if item is not None and item[0] == "notify":
                 self._call(item[1], item[2])
-            else:
-                self._write(item[1], item[2])
+            elif item is not None:
+                batch.append((item[1], item[2]))
+                deadline = deadline or time.monotonic() + BATCH_S
+            if batch and (len(batch) >= BATCH_MAX or time.monotonic() >= (deadline or 0)):
+                self._write(batch)
+                batch, deadline = [], None
 
     def _call(self, handler_type: str, completion: Completion) -> None:
         fn = self.registry.completion(handler_type)
@@ -81,10 +96,12 @@ class Notifier:
             self.incident(completion.output, f"completion handler for {handler_type!r} failed on "
                                              f"{completion.computation!r}: {describe_exception(exc)}")
 
-    def _write(self, completion: Completion, at: float) -> None:
-        body = {**asdict(completion), "state": completion.state.value, "at": at}
+    def _write(self, batch: list[tuple[Completion, float]]) -> None:
+        if not batch:
+            return
+        lines = [json.dumps({**asdict(c), "state": c.state.value, "at": at}) for c, at in batch]
         try:
-            self.store.put(event_key(completion.computation, at), json.dumps(body).encode(),
-                           {"content-type": "application/json"})
+            self.store.put(event_key(batch[0][0].computation, batch[0][1], len(batch)),
+                           ("\n".join(lines) + "\n").encode(), {"content-type": "application/x-ndjson"})
         except GclError as exc:
-            log.warning("could not write the completion event of %s: %s", completion.computation, exc)
+            log.warning("could not write %d completion event(s): %s", len(batch), exc)

@@ -85,6 +85,38 @@ class RunOptions:
 
 
 @dataclass
+class RunStats:
+    """What a run cost: for benchmarks, and the end-of-run log line."""
+
+    started: float = 0.0
+    finished: float = 0.0
+    first_dispatch: float | None = None
+    last_success: float | None = None
+    succeeded: int = 0
+    worker_requests: int = 0
+    orchestrator_requests: int = 0
+    # seconds from an output's commit (in a worker) to the dispatch of a computation that reads it
+    write_to_dispatch_s: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.write_to_dispatch_s)
+
+        def pct(p: float) -> float | None:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
+
+        wall = self.finished - self.started
+        steady = (self.last_success - self.first_dispatch) if self.first_dispatch and self.last_success else None
+        requests = self.worker_requests + self.orchestrator_requests
+        return {"wall_s": wall, "succeeded": self.succeeded,
+                "to_last_result_s": (self.last_success - self.started) if self.last_success else None,
+                "steady_per_s": self.succeeded / steady if steady else None,
+                "write_to_dispatch_p50_s": pct(0.5), "write_to_dispatch_p99_s": pct(0.99),
+                "requests": requests, "worker_requests": self.worker_requests,
+                "orchestrator_requests": self.orchestrator_requests,
+                "requests_per_computation": requests / self.succeeded if self.succeeded else None}
+
+
+@dataclass
 class RunResult:
     exit_code: int
     counts: dict[str, int]
@@ -92,6 +124,7 @@ class RunResult:
     waiting: list[tuple[str, list[str]]] = field(default_factory=list)
     rejected: int = 0
     interrupted: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 SourceFactory = Callable[[Mapping[str, str]], Sequence[EventSource]]
@@ -119,6 +152,8 @@ class Orchestrator:
         self._stop_requested = False
         self._dirty = True
         self.notifier = Notifier(store, registry, self._incident, publish_completions)
+        self.stats = RunStats()
+        self._committed_at: dict[str, float] = {}
         self._info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "state": "starting",
                                       "store": store.describe(), "workers": executor.capacity}
 
@@ -132,6 +167,7 @@ class Orchestrator:
     def run(self) -> RunResult:
         opts = self.options
         self._info["started_at"] = time.time()
+        self.stats.started = time.monotonic()
         self.executor.start(self.queue.put)
         self.notifier.start()
         interrupted = False
@@ -177,6 +213,8 @@ class Orchestrator:
             self.executor.stop(0.0 if interrupted else opts.stop_grace_s)
             self._drain_after_stop()
             self.notifier.stop()
+            self.stats.finished = time.monotonic()
+            self.stats.orchestrator_requests = self.store.request_count() or 0
             self._info["state"] = "interrupted" if interrupted else "finished"
             self._info["stopped_at"] = time.time()
             self._save_status()
@@ -201,6 +239,8 @@ class Orchestrator:
             elif isinstance(ev, ComputationSucceeded):
                 batch.extend(self._succeeded(ev))
             elif isinstance(ev, (ComputationFailed, ComputationBlocked, ComputationResumed, SpecsSubmitted)):
+                if isinstance(ev, ComputationFailed):
+                    self.stats.worker_requests += ev.requests
                 batch.append(ev)
         if batch:
             self._feed(batch)
@@ -261,6 +301,11 @@ class Orchestrator:
             return []
         output = rec.spec.output
         self._etags[output] = ev.output_etag
+        self.stats.succeeded += 1
+        self.stats.last_success = time.monotonic()
+        self.stats.worker_requests += ev.requests
+        if ev.committed_at:
+            self._committed_at[output] = ev.committed_at
         extra: list[Any] = []
         if ev.specs is None:  # the output was already there: its own metadata says what follows
             specs, error = self._gcl_for(output, ev.metadata)
@@ -295,6 +340,11 @@ class Orchestrator:
                     log.info("start   %s [%s]%s%s", spec.computation, spec.handler_type, label,
                              f" attempt {ins.attempt}" if ins.attempt > 1 else "")
                     self.executor.submit(Task(spec, ins.attempt, self.store.uri, ins.pool))
+                    if self.stats.first_dispatch is None:
+                        self.stats.first_dispatch = time.monotonic()
+                    committed = [self._committed_at[k] for k in spec.inputs if k in self._committed_at]
+                    if committed:
+                        self.stats.write_to_dispatch_s.append(time.time() - max(committed))
                 elif isinstance(ins, Cancel):
                     log.warning("cancel  %s attempt %d: %s", ins.computation, ins.attempt, ins.reason)
                     self.executor.cancel(ins.computation, ins.attempt)
@@ -376,7 +426,9 @@ class Orchestrator:
                         f" computation {r.computation!r}" if r.computation else "", r.reason)
         ok = not failed and not waiting and not rejected and not interrupted and self.core.is_quiescent()
         code = 130 if interrupted else (0 if ok else 1)
-        return RunResult(code, counts, failed, waiting, rejected, interrupted)
+        stats = self.stats.summary()
+        log.debug("run statistics: %s", stats)
+        return RunResult(code, counts, failed, waiting, rejected, interrupted, stats)
 
 
 def _types(handler_types: Container[str]) -> tuple[str, ...]:

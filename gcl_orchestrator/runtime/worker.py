@@ -48,9 +48,14 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
     orchestrator's queue."""
     spec = task.spec
     started = time.perf_counter()
+    requests_before = store.request_count() or 0
+
+    def requests() -> int:
+        return (store.request_count() or 0) - requests_before
 
     def failed(error: str, permanent: bool = False) -> ComputationFailed:
-        return ComputationFailed(spec.computation, task.attempt, error, permanent, time.perf_counter() - started)
+        return ComputationFailed(spec.computation, task.attempt, error, permanent, time.perf_counter() - started,
+                                 requests())
 
     fn = registry.get(spec.handler_type)
     if fn is None:
@@ -78,20 +83,28 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
             # Someone committed this output first (an earlier attempt or another writer): theirs stands.
             existing = store.head(spec.output)
             return ComputationSucceeded(spec.computation, task.attempt, existing.etag, None, existing.metadata,
-                                        time.perf_counter() - started)
+                                        time.perf_counter() - started, committed_at=time.time(),
+                                        requests=requests())
     except TransientStorageError as exc:
         return failed(f"could not write output {spec.output!r}: {exc}")
     except (StorageError, ValueError) as exc:
         return failed(f"could not write output {spec.output!r}: {exc}", permanent=True)
     return ComputationSucceeded(spec.computation, task.attempt, info.etag, ctx.emitted, None,
                                 time.perf_counter() - started,
-                                spec.handler_type if ctx.wants_completions else None)
+                                spec.handler_type if ctx.wants_completions else None,
+                                committed_at=time.time(), requests=requests())
 
 
-def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str) -> None:
-    """A worker process: build the registry and store once, then run tasks from `conn` until None or EOF."""
+def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str,
+                env: dict[str, str] | None = None) -> None:
+    """A worker process: build the registry and store once, then run tasks from `conn` until None or EOF.
+    `env` replaces the AWS_* and GCLO_* variables this process inherited."""
     # Ctrl-C reaches the whole process group; the orchestrator decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if env is not None:
+        for name in [k for k in os.environ if k.startswith(("AWS_", "GCLO_"))]:
+            del os.environ[name]
+        os.environ.update(env)
     from ..storage import open_store  # the storage layer is only needed in the worker
 
     try:

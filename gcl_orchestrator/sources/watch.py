@@ -7,6 +7,7 @@ new directory is scanned once, when files written in that window have settled.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -29,6 +30,11 @@ from ..model import ObjectCreated, check_key
 from ..storage.local import _version
 
 FRESH_S = 1.0
+
+# watchdog's inotify emitter logs this at ERROR when events race with its own shutdown; nothing is lost (the
+# source is stopping) and users would read it as a failure.
+logging.getLogger("watchdog.observers.inotify").addFilter(
+    lambda record: "called when the thread is inactive" not in record.getMessage())
 
 
 class LocalWatchSource(EventSource):
@@ -106,6 +112,7 @@ class LocalWatchSource(EventSource):
 
     def stop(self) -> None:
         if self._observer is not None:
+            self._observer.unschedule_all()  # first, so no emitter is handed events while it stops
             self._observer.stop()
             self._observer.join()
             self._observer = None

@@ -10,6 +10,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Mapping
 
+import fastjsonschema
 import jsonschema
 import yaml
 
@@ -35,6 +36,21 @@ def schema() -> dict[str, Any]:
 def _validator() -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(schema())
     return cls(schema())
+
+
+@lru_cache(maxsize=1)
+def _fast_check() -> Any:
+    """The same schema compiled to Python: ten times faster at saying "valid", which is the common answer
+    (handlers emit thousands of specs). Only when it says "invalid" does jsonschema find every problem."""
+    return fastjsonschema.compile(schema())
+
+
+def _valid(item: Any) -> bool:
+    try:
+        _fast_check()(item)
+        return True
+    except fastjsonschema.JsonSchemaException:
+        return False
 
 
 def render_path(path: Iterable[str | int]) -> str:
@@ -189,8 +205,9 @@ def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tupl
     found: list[tuple[Path, str]] = []
     if not isinstance(item, Mapping):
         return None, [(path, f"a computation must be a mapping, not {_json_type(item)}")]
-    for err in _validator().iter_errors(item):
-        found.extend((path + p, msg) for p, msg in _schema_problems(err))
+    if not _valid(item):
+        for err in _validator().iter_errors(item):
+            found.extend((path + p, msg) for p, msg in _schema_problems(err))
     # Key rules beyond the schema ('..', control characters), checked even when other fields are wrong.
     output, inputs = item.get("output"), item.get("inputs")
     keys: list[tuple[Path, Any]] = [(("output",), output)]

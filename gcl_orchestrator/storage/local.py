@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
 import os
 import stat
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +45,9 @@ class LocalDirectoryStore(ObjectStore):
         self._lock_path = self.root / INTERNAL_DIR / "write.lock"
         self._root_prefix = str(self.root) + os.sep
         self._thread_lock = threading.Lock()
+        self._tmp_dir = str(self.root / TMP_DIR)
+        self._names = itertools.count()
+        self._known_dirs: set[str] = set()  # directories this object made or saw: not checked again
 
     @property
     def uri(self) -> str:
@@ -141,8 +144,11 @@ class LocalDirectoryStore(ObjectStore):
         path = self._path(key)
         meta = normalize_metadata(metadata)
         with _os_errors(key):
-            _check_parents(self.root, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            parent = str(path.parent)
+            if parent not in self._known_dirs:
+                _check_parents(self.root, key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._known_dirs.add(parent)
             tmp: str | None = self._temp_file(body)
             meta_tmp: str | None = None
             try:
@@ -157,7 +163,9 @@ class LocalDirectoryStore(ObjectStore):
                         raise ObjectAlreadyExists(key, self.uri)
                     if meta_tmp is not None:
                         meta_path = self._meta_path(key)
-                        meta_path.parent.mkdir(parents=True, exist_ok=True)
+                        if str(meta_path.parent) not in self._known_dirs:
+                            meta_path.parent.mkdir(parents=True, exist_ok=True)
+                            self._known_dirs.add(str(meta_path.parent))
                         os.replace(meta_tmp, meta_path)
                         meta_tmp = None
                     os.replace(tmp, path)
@@ -169,7 +177,13 @@ class LocalDirectoryStore(ObjectStore):
             return ObjectInfo(key, version, st.st_size, st.st_mtime, meta)
 
     def _temp_file(self, body: bytes) -> str:
-        fd, name = tempfile.mkstemp(dir=self.root / TMP_DIR, prefix="w-")
+        # Unique by process, thread and a counter; O_EXCL still refuses to reuse a name left by a crash.
+        name = f"{self._tmp_dir}/w-{os.getpid()}-{threading.get_ident():x}-{next(self._names)}"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            _unlink(name)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(body)

@@ -45,6 +45,9 @@ class RetryingStore(ObjectStore):
     def describe(self) -> str:
         return self.inner.describe()
 
+    def request_count(self) -> int | None:
+        return self.inner.request_count()
+
     def get(self, key: str) -> StoredObject:
         return self._call(lambda: self.inner.get(key))
 

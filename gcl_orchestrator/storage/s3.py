@@ -86,7 +86,7 @@ class S3ObjectStore(ObjectStore):
         with self._count_lock:
             self.requests[event_name.rsplit(".", 1)[-1]] += 1
 
-    def request_count(self) -> int:
+    def request_count(self) -> int | None:
         with self._count_lock:
             return sum(self.requests.values())
 

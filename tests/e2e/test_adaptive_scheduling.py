@@ -132,7 +132,8 @@ def test_completion_notifications_and_events(store, tmp_path):
     assert proc.returncode == 1  # child-bad fails, on purpose
     lines = sorted(log.read_text().splitlines())
     assert lines == ["child-bad failed 1 None", "child-ok done 1 child-ok", "watched done 1 watched"]
-    events = [json.loads(p.read_text()) for p in sorted((store.root / ".gclo" / "events").iterdir())]
+    events = [json.loads(line) for p in sorted((store.root / ".gclo" / "events").iterdir())
+              for line in p.read_text().splitlines()]
     assert {e["computation"]: e["state"] for e in events} == {"watched": "done", "parent": "done",
                                                               "child-ok": "done", "child-bad": "failed"}
 

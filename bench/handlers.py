@@ -1,0 +1,36 @@
+"""No-op handlers for the benchmarks: the work is the orchestration, not the computation."""
+from gcl_orchestrator import handler
+
+
+@handler("fan_root")
+def fan_root(ctx):
+    """Reads N and spawns N leaves and one join over all of them, from its own result."""
+    n = int(ctx.read_text())
+    leaves = []
+    for i in range(n):
+        out = f"leaves/{i:05d}.json"
+        ctx.emit(computation=f"leaf:{i}", handler_type="leaf", inputs=[ctx.output], output=out, params={"i": i})
+        leaves.append(out)
+    ctx.emit(computation="join", handler_type="join", inputs=leaves, output="total.json")
+    return n
+
+
+@handler("leaf")
+def leaf(ctx):
+    return ctx.params["i"] * 2
+
+
+@handler("join")
+def join(ctx):
+    return sum(ctx.read_json(k) for k in ctx.inputs)
+
+
+@handler("link")
+def link(ctx):
+    """One link of a chain: spawns the next until params['left'] reaches 0."""
+    left = ctx.params["left"]
+    if left:
+        i = ctx.params["i"] + 1
+        ctx.emit(computation=f"link:{i}", handler_type="link", inputs=[ctx.output], output=f"chain/{i:05d}",
+                 params={"i": i, "left": left - 1})
+    return ctx.params["i"]

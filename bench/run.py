@@ -1,0 +1,329 @@
+"""gcl-orchestrator benchmarks. `make bench` (quick), `make bench-full` (larger, repeated), `--smoke` (tiny, for
+the test suite: checks that everything runs, judges nothing). Prints each figure next to its target and writes
+JSON to bench/results/.
+
+Figures:
+  core      computations per second through the pure scheduling core (register, become ready, dispatch,
+            complete), for a chain, a wide fan-out/fan-in and a random graph grown by emitted fragments, at 10k
+            and 100k computations; growth = time(100k) / time(10k) (10 is linear).
+  e2e       the dynamic fan-out/fan-in (a root reads N, spawns N leaves and a join over them; every result is
+            persisted to the store) with no-op handlers in 2 worker processes: wall time from start-up to the
+            last result, steady computations per second (first dispatch to last result), S3 requests per
+            computation; and a chain, for the latency from an output's write to its dependent's dispatch.
+  dask      the same fan-out/fan-in on Dask distributed (LocalCluster, 2 worker processes, a task submitting
+            tasks, each leaf writing its result to a file), start-up included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from gcl_orchestrator.config import RunSettings, build_orchestrator  # noqa: E402
+from gcl_orchestrator.core import Scheduler  # noqa: E402
+from gcl_orchestrator.devservers import SeaweedFS  # noqa: E402
+from gcl_orchestrator.model import (  # noqa: E402
+    ComputationSpec,
+    ComputationSucceeded,
+    Dispatch,
+    ObjectAvailable,
+)
+from gcl_orchestrator.spec import encode_gcl, spec_from_mapping  # noqa: E402
+from gcl_orchestrator.storage import open_store  # noqa: E402
+
+HANDLERS = str(HERE / "handlers.py")
+RESULTS = HERE / "results"
+
+# --- the pure core ---------------------------------------------------------------------------------------------
+
+
+def _drive(core: Scheduler, first: list, grow) -> int:
+    """Complete every dispatched computation, in batches as the runtime does, calling grow(name) for the specs
+    each completion emits. Returns the number of completions."""
+    running = [i for i in first if type(i) is Dispatch]
+    done = 0
+    now = 1.0
+    while running:
+        batch = [ComputationSucceeded(d.spec.computation, d.attempt, "e", grow(d.spec.computation)) for d in running]
+        done += len(batch)
+        now += 1.0
+        running = [i for i in core.handle(batch, now) if type(i) is Dispatch]
+    return done
+
+
+def core_chain(n: int) -> float:
+    specs = [ComputationSpec(f"c{i}", (f"k{i}",), f"k{i + 1}", "h") for i in range(n)]
+    index = {s.computation: i for i, s in enumerate(specs)}
+    core = Scheduler(slots=64)
+    t = time.perf_counter()
+    first = core.handle([ObjectAvailable("k0", (specs[0],))], 0.0)
+    done = _drive(core, first, lambda name: (specs[index[name] + 1],) if index[name] + 1 < n else ())
+    assert done == n
+    return time.perf_counter() - t
+
+
+def core_fan(n: int) -> float:
+    parts = tuple(ComputationSpec(f"p{i}", ("root",), f"part{i}", "h") for i in range(n - 1))
+    join = ComputationSpec("join", tuple(p.output for p in parts), "total", "h")
+    core = Scheduler(slots=64)
+    t = time.perf_counter()
+    first = core.handle([ObjectAvailable("root", parts + (join,))], 0.0)
+    done = _drive(core, first, lambda name: ())
+    assert done == n
+    return time.perf_counter() - t
+
+
+def core_dynamic(n: int, seed: int = 1) -> float:
+    """Each completion emits 0-4 fragments (a child; now and then a join of two finished outputs) until n exist."""
+    rng = random.Random(seed)
+    made = [1]
+    finished: list[str] = []
+
+    def grow(name: str) -> tuple:
+        finished.append(f"o:{name}")
+        if made[0] >= n:
+            return ()
+        out = []
+        for _ in range(rng.randint(1, 4) if made[0] < 8 else rng.randint(0, 3)):
+            if made[0] >= n:
+                break
+            i = made[0]
+            made[0] += 1
+            inputs = (f"o:{name}",) if rng.random() < 0.8 or len(finished) < 2 else (f"o:{name}", rng.choice(finished))
+            out.append(ComputationSpec(f"d{i}", tuple(dict.fromkeys(inputs)), f"o:d{i}", "h",
+                                       priority=rng.choice((-100, 0, 0, 100))))
+        if not out and made[0] < n:  # keep the graph growing
+            i = made[0]
+            made[0] += 1
+            out.append(ComputationSpec(f"d{i}", (f"o:{name}",), f"o:d{i}", "h"))
+        return tuple(out)
+
+    core = Scheduler(slots=64)
+    t = time.perf_counter()
+    first = core.handle([ObjectAvailable("seed", (ComputationSpec("d0", ("seed",), "o:d0", "h"),))], 0.0)
+    done = _drive(core, first, grow)
+    assert done == n, (done, n)
+    return time.perf_counter() - t
+
+
+def bench_core(sizes: tuple[int, int], repeat: int) -> list[dict]:
+    rows = []
+    for shape, fn in (("chain", core_chain), ("fan-out/fan-in", core_fan), ("dynamic", core_dynamic)):
+        times = {}
+        for n in sizes:
+            times[n] = min(fn(n) for _ in range(repeat))
+            rows.append({"figure": f"core {shape} @ {n:,}", "value": n / times[n], "unit": "computations/s",
+                         "detail": f"{times[n] / n * 1e6:.1f} µs each",
+                         "target": ">= 100,000/s" if n == max(sizes) else None,
+                         "ok": (n / times[n] >= 100_000) if n == max(sizes) else None})
+        small, large = sizes
+        growth = times[large] / times[small]
+        rows.append({"figure": f"core {shape} growth {large:,}/{small:,}", "value": growth,
+                     "unit": "x time", "detail": f"{large // small}x computations", "target": "<= 12",
+                     "ok": growth <= 12 * (large / small) / 10})
+    return rows
+
+
+# --- end to end ------------------------------------------------------------------------------------------------
+
+
+def _seed(store, key: str, body: bytes, step: dict) -> None:
+    enc = encode_gcl([spec_from_mapping(step)])
+    if enc.sidecar_key:
+        store.put(enc.sidecar_key, enc.sidecar_body or b"")
+    store.put(key, body, enc.metadata)
+
+
+def _run(store_uri: str, events: str = "auto", filer: str | None = None) -> tuple[dict, float]:
+    t0 = time.monotonic()
+    orch = build_orchestrator(RunSettings(store=store_uri, handlers=[HANDLERS], workers=2, until_idle=True,
+                                          quiet_s=0.3, events=events, filer=filer, deadlock_grace_s=None))
+    result = orch.run()
+    if result.exit_code != 0:
+        raise RuntimeError(f"benchmark run failed: {result.failed or result.waiting}")
+    stats = result.stats
+    stats["to_last_result_from_start_s"] = (orch.stats.last_success or time.monotonic()) - t0
+    return stats, t0
+
+
+def e2e_fan(store_uri: str, n: int, **kw) -> dict:
+    store = open_store(store_uri)
+    _seed(store, "seed.txt", str(n).encode(),
+          {"computation": "root", "handler_type": "fan_root", "inputs": ["seed.txt"], "output": "root.json"})
+    stats, _ = _run(store_uri, **kw)
+    assert json.loads(store.get("total.json").body) == n * (n - 1)
+    return stats
+
+
+def e2e_chain(store_uri: str, n: int, **kw) -> dict:
+    store = open_store(store_uri)
+    _seed(store, "chain-seed.txt", b"0", {"computation": "link:0", "handler_type": "link", "inputs": ["chain-seed.txt"],
+                                          "output": "chain/00000", "params": {"i": 0, "left": n - 1}})
+    stats, _ = _run(store_uri, **kw)
+    return stats
+
+
+def bench_local(n_fan: int, n_chain: int, repeat: int) -> dict:
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="gclo-bench-") as d:
+            fan = e2e_fan(d + "/fan", n_fan)
+            chain = e2e_chain(d + "/chain", n_chain)
+            runs.append((fan, chain))
+    fan = min((r[0] for r in runs), key=lambda s: s["to_last_result_from_start_s"])
+    p50 = statistics.median(r[1]["write_to_dispatch_p50_s"] for r in runs)
+    p99 = statistics.median(r[1]["write_to_dispatch_p99_s"] for r in runs)
+    return {"fan": fan, "p50": p50, "p99": p99}
+
+
+def bench_seaweedfs(n_fan: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="gclo-bench-sw-") as d:
+        server = SeaweedFS.prepare(d).start()
+        try:
+            server.create_bucket("bench")
+            os.environ.update(server.credentials_env())
+            uri = f"s3://bench?endpoint_url={server.endpoint}"
+            return e2e_fan(uri, n_fan, events="seaweedfs", filer=server.filer)
+        finally:
+            server.stop()
+
+
+# --- Dask distributed ------------------------------------------------------------------------------------------
+
+
+def _dask_leaf(i: int, directory: str) -> int:
+    with open(os.path.join(directory, f"leaf-{i:05d}.json"), "w") as fh:
+        fh.write(str(i * 2))
+    return i * 2
+
+
+def _dask_root(n: int, directory: str) -> tuple[int, float, float]:
+    from distributed import worker_client
+
+    start = time.time()
+    with worker_client() as client:
+        futures = [client.submit(_dask_leaf, i, directory, pure=False) for i in range(n)]
+        total = sum(client.gather(futures))
+    with open(os.path.join(directory, "total.json"), "w") as fh:
+        fh.write(str(total))
+    return total, start, time.time()
+
+
+def bench_dask(n: int) -> dict | None:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        return None
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="gclo-bench-dask-") as d:
+        t0 = time.time()
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                          host="127.0.0.1") as cluster, Client(cluster) as client:
+            total, start, end = client.submit(_dask_root, n, d, pure=False).result()
+            wall = time.time() - t0
+        assert total == n * (n - 1)
+        return {"wall_s": wall, "steady_per_s": (n + 1) / (end - start)}
+
+
+# --- the report ------------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "computations/s":
+        return f"{value:,.0f}/s"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "ms":
+        return f"{value:.2f} ms"
+    if unit == "x time":
+        return f"{value:.2f}x"
+    return f"{value:.2f} {unit}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="larger runs, repeated, best or median taken")
+    size.add_argument("--smoke", action="store_true", help="tiny runs: checks that everything works")
+    ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--no-seaweedfs", action="store_true")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes (default bench/results)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("gclo").setLevel(logging.WARNING)
+
+    if args.smoke:
+        core_sizes, n_fan, n_chain, n_sw, repeat = (200, 2000), 50, 20, 30, 1
+    elif args.full:
+        core_sizes, n_fan, n_chain, n_sw, repeat = (10_000, 100_000), 1000, 300, 1000, 3
+    else:
+        core_sizes, n_fan, n_chain, n_sw, repeat = (10_000, 100_000), 1000, 150, 300, 1
+    n_total = n_fan + 2  # root, leaves, join
+
+    rows = bench_core(core_sizes, repeat)
+    local = bench_local(n_fan, n_chain, repeat)
+    dask = None if args.no_dask else bench_dask(n_fan)
+    sw = None if args.no_seaweedfs else bench_seaweedfs(n_sw)
+
+    ours_wall = local["fan"]["to_last_result_from_start_s"]
+    rows += [
+        {"figure": f"local store: fan-out/fan-in of {n_total:,}, wall to last result", "value": ours_wall,
+         "unit": "s", "target": "< Dask's wall" if dask else None,
+         "ok": (ours_wall < dask["wall_s"]) if dask else None},
+        {"figure": "local store: steady throughput", "value": local["fan"]["steady_per_s"],
+         "unit": "computations/s", "target": ">= 1,600/s", "ok": local["fan"]["steady_per_s"] >= 1600},
+        {"figure": "local store: write-to-dispatch p50 (chain)", "value": local["p50"] * 1e3, "unit": "ms",
+         "target": "<= 5 ms", "ok": local["p50"] * 1e3 <= 5},
+        {"figure": "local store: write-to-dispatch p99 (chain)", "value": local["p99"] * 1e3, "unit": "ms",
+         "target": None, "ok": None},
+    ]
+    if dask:
+        rows += [
+            {"figure": f"Dask LocalCluster: fan-out/fan-in of {n_total:,}, wall", "value": dask["wall_s"],
+             "unit": "s", "target": None, "ok": None},
+            {"figure": "Dask LocalCluster: steady throughput", "value": dask["steady_per_s"],
+             "unit": "computations/s", "target": None, "ok": None},
+            {"figure": "Dask wall / our wall", "value": dask["wall_s"] / ours_wall, "unit": "x",
+             "target": "> 1", "ok": dask["wall_s"] > ours_wall},
+        ]
+    if sw:
+        rows += [
+            {"figure": f"SeaweedFS: fan-out/fan-in of {n_sw + 2:,}, steady throughput", "value": sw["steady_per_s"],
+             "unit": "computations/s", "target": ">= 300/s", "ok": sw["steady_per_s"] >= 300},
+            {"figure": "SeaweedFS: S3 requests per computation (filer events carry metadata)",
+             "value": sw["requests_per_computation"], "unit": "requests", "target": "<= 3",
+             "ok": sw["requests_per_computation"] <= 3},
+        ]
+
+    width = max(len(r["figure"]) for r in rows)
+    print(f"\n{'figure':<{width}}  {'value':>14}  {'target':>14}  ok")
+    for r in rows:
+        ok = "" if r.get("ok") is None else ("yes" if r["ok"] else "MISS")
+        print(f"{r['figure']:<{width}}  {fmt(r['value'], r['unit']):>14}  {r.get('target') or '':>14}  {ok}"
+              + (f"   ({r['detail']})" if r.get("detail") else ""))
+    mode = "smoke" if args.smoke else "full" if args.full else "quick"
+    report = {"mode": mode, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": platform.python_version(),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows,
+              "raw": {"local": local, "dask": dask, "seaweedfs": sw}}
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / f"{mode}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=1, default=str))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""`make bench` as a smoke run: every benchmark completes and reports every figure. Nothing is timed here."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_benchmark_runs_and_reports_every_figure(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--results", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = tmp_path.glob("smoke-*.json")
+    figures = [row["figure"] for row in json.loads(result.read_text())["rows"]]
+    for expected in ("core chain @", "core dynamic growth", "local store: steady throughput",
+                     "local store: write-to-dispatch p50", "Dask wall / our wall", "SeaweedFS: S3 requests per computation"):
+        assert any(f.startswith(expected) for f in figures), (expected, figures)
