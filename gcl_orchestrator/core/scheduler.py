@@ -138,6 +138,11 @@ class Scheduler:
         self._rejection_seen: set[tuple[str, str | None, str]] = set()
         self._deadlocks: list[Deadlock] = []
         self._last_activity = 0.0
+        self._paused = False
+
+    def pause(self) -> None:
+        """Dispatch nothing more (the executor is stopping); everything else goes on, ready work stays ready."""
+        self._paused = True
 
     @property
     def slots(self) -> int:
@@ -595,6 +600,8 @@ class Scheduler:
     # --- dispatch ----------------------------------------------------------------------------------------------
 
     def _dispatch(self, now: float, out: list[Instruction]) -> None:
+        if self._paused:
+            return
         for pool in self._pools.values():
             while pool.ready and pool.running < pool.spec.slots:
                 _, _, name = pool.ready[0]

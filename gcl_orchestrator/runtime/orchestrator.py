@@ -210,6 +210,7 @@ class Orchestrator:
         finally:
             for source in self._sources:
                 source.stop()
+            self.core.pause()  # outcomes still count, but nothing new goes to an executor that is stopping
             self.executor.stop(0.0 if interrupted else opts.stop_grace_s)
             self._drain_after_stop()
             self.notifier.stop()

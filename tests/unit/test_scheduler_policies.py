@@ -288,3 +288,11 @@ def test_a_handler_blocked_on_downstream_work_in_the_last_slot_lends_it_and_the_
     c.handle([ComputationResumed("parent", 1)], 2.5)
     assert names(c.handle([SpecsSubmitted("t", (spec("later"),))], 2.6)) == []  # the parent has its slot back
     assert names(ok(c, "parent", 3.0)) == ["later"]
+
+
+def test_a_paused_core_dispatches_nothing_but_still_takes_outcomes():
+    c = core(slots=1)
+    submit(c, spec("a"), spec("b"))
+    c.pause()
+    assert names(ok(c, "a", 1.0)) == []
+    assert c.record("a").state is State.DONE and c.record("b").state is State.READY
