@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ageing-rate", dest="ageing", type=float, default=1.0, metavar="POINTS_PER_S",
                    help="priority points ready work gains per second of waiting, so low priority never starves "
                         "(default 1.0)")
+    r.add_argument("--max-emit", type=int, metavar="N",
+                   help="computations one handler attempt may emit (default 10,000): bounds runaway fan-outs")
     r.add_argument("--deadlock-grace", default="60", metavar="SECONDS|off",
                    help="after this long with nothing running or arriving, work waiting for inputs that nothing "
                         "produces is failed as deadlocked (default 60)")
@@ -148,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reconcile_interval_s=args.reconcile_s, quiet_s=args.quiet_s, executor=args.executor,
                 endpoint_url=args.endpoint_url, sqs_queue=args.sqs_queue, filer=args.filer,
                 webhook_host=args.webhook_host, webhook_port=args.webhook_port, resources=args.resources,
-                pools=args.pools, ageing_per_s=args.ageing, deadlock_grace_s=_grace(args.deadlock_grace)))
+                pools=args.pools, ageing_per_s=args.ageing, deadlock_grace_s=_grace(args.deadlock_grace),
+                max_emit=args.max_emit))
         if args.command == "dev":
             return commands.dev(DevSettings(
                 handlers=args.handlers, rules=args.rules, bucket=args.bucket, data_dir=args.data_dir,

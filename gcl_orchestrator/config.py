@@ -54,6 +54,7 @@ class RunSettings:
     pools: Sequence[str] = ()  # affinity pools: "ml_handler=1:gpu=1"
     ageing_per_s: float = 1.0
     deadlock_grace_s: float | None = 60.0
+    max_emit: int | None = None  # computations one attempt may emit (default 10,000)
     options: RunOptions = field(default_factory=RunOptions)
 
 
@@ -233,6 +234,10 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
         raise ConfigError(f"--workers must be at least 1, not {settings.workers}")
     if settings.quiet_s < 0 or settings.poll_interval_s <= 0:
         raise ConfigError("--quiet must be >= 0 and --poll-interval > 0")
+    if settings.max_emit is not None:
+        if settings.max_emit < 1:
+            raise ConfigError(f"--max-emit must be at least 1, not {settings.max_emit}")
+        os.environ["GCLO_MAX_EMIT"] = str(settings.max_emit)  # workers get GCLO_* from the executor
     sources = handler_sources(settings.handlers)
     registry = HandlerRegistry.from_sources(sources)
     rules = load_rules(settings.rules)

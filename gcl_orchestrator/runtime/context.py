@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -12,6 +13,15 @@ from ..model import ComputationBlocked, ComputationResumed, ComputationSpec, Spe
 from ..spec import spec_from_mapping
 
 Signal = Callable[[object], None]
+DEFAULT_MAX_EMIT = 10_000
+
+
+def max_emit() -> int:
+    """How many computations one attempt may emit and submit (`gclo run --max-emit`, via GCLO_MAX_EMIT)."""
+    try:
+        return int(os.environ.get("GCLO_MAX_EMIT", DEFAULT_MAX_EMIT))
+    except ValueError:
+        return DEFAULT_MAX_EMIT
 
 
 class HandlerContext:
@@ -37,6 +47,7 @@ class HandlerContext:
         self._emitted: dict[str, ComputationSpec] = {}
         self._waited: set[str] = set()
         self._signal = signal or (lambda _event: None)
+        self._budget = max_emit()
         self.wants_completions = False
 
     # --- inputs ------------------------------------------------------------------------------------------------
@@ -119,6 +130,10 @@ class HandlerContext:
             return False
 
     def _build(self, spec: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> ComputationSpec:
+        self._budget -= 1
+        if self._budget < 0:
+            raise HandlerError(f"computation {self.computation!r} emitted more than {max_emit()} computations; "
+                               "if this fan-out is intended, raise the limit with gclo run --max-emit")
         merged = {**(dict(spec) if spec else {}), **fields}
         try:
             json.dumps(merged)

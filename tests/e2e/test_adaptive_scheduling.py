@@ -162,3 +162,22 @@ def test_a_handler_waiting_on_work_it_submitted_in_the_only_slot_does_not_hang(s
     doc, by_name = status(store)
     assert by_name["child-of-parent"]["state"] == "done"
     assert doc["deadlocks"][0]["kind"] == "blocked-worker"
+
+
+def test_a_fan_out_beyond_the_limit_fails_with_a_clear_error(store, tmp_path):
+    put(store, "numbers.txt", b" ".join(str(i).encode() for i in range(30)),
+        step("split", "split", ["numbers.txt"], "numbers.json"))
+    proc = run(store, "--max-emit", "10")
+    assert proc.returncode == 1
+    _, by_name = status(store)
+    assert "emitted more than 10 computations; if this fan-out is intended, raise the limit with gclo run " \
+           "--max-emit" in by_name["split"]["last_error"]
+
+
+def test_credentials_never_appear_in_logs_or_status(seaweedfs, tmp_path):
+    env = {"AWS_ACCESS_KEY_ID": "gclo-test-key", "AWS_SECRET_ACCESS_KEY": "not-the-secret-but-a-secret-anyway"}
+    proc = subprocess.run([*GCLO, "run", "--store", "s3://no-such-bucket-creds", "--endpoint-url",
+                           seaweedfs.endpoint, "--handlers", TEST_HANDLERS, "--until-idle"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert proc.returncode == 3
+    assert "not-the-secret" not in proc.stderr + proc.stdout and "access denied" in proc.stderr
