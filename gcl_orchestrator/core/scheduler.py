@@ -10,7 +10,7 @@ import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator
 
 from ..errors import CycleError
 from ..model import (

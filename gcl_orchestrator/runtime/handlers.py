@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import re
 import sys
 import traceback
@@ -152,11 +151,3 @@ def describe_exception(exc: BaseException) -> str:
         last = frames[-1]
         text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
     return text
-
-
-def handler_signature_ok(fn: Callable[..., Any]) -> bool:
-    try:
-        inspect.signature(fn).bind(object())
-        return True
-    except (TypeError, ValueError):
-        return False

@@ -11,7 +11,7 @@ import queue
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Container, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..core import Scheduler, SchedulerConfig
 from ..errors import GclError, ObjectNotFound, RulesError, SpecError, UnknownHandlerType
@@ -333,7 +333,7 @@ class Orchestrator:
                     spec = ins.spec
                     if spec.handler_type not in self.handler_types:
                         pending.append(ComputationFailed(spec.computation, ins.attempt,
-                                                         str(UnknownHandlerType(spec.handler_type, _types(self.handler_types))),
+                                                         str(UnknownHandlerType(spec.handler_type, self.handler_types.types())),
                                                          permanent=True))
                         continue
                     rec = self.core.record(spec.computation)
@@ -397,7 +397,7 @@ class Orchestrator:
         self._dirty = True
 
     def _save_status(self) -> None:
-        self._info["handlers"] = _types(self.handler_types)
+        self._info["handlers"] = self.handler_types.types()
         try:
             write_status(self.store, build_status(self.core, dict(self._info), self._incidents, time.time()))
             self._dirty = False
@@ -430,11 +430,6 @@ class Orchestrator:
         stats = self.stats.summary()
         log.debug("run statistics: %s", stats)
         return RunResult(code, counts, failed, waiting, rejected, interrupted, stats)
-
-
-def _types(handler_types: Container[str]) -> tuple[str, ...]:
-    types = getattr(handler_types, "types", None)
-    return tuple(types()) if callable(types) else tuple(sorted(handler_types))  # type: ignore[arg-type]
 
 
 def _progress(counts: Mapping[State, int]) -> str:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import boto3
 import botocore.exceptions

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gcl_orchestrator.interfaces import Task
-from gcl_orchestrator.model import ComputationSucceeded, ObjectCreated
+from gcl_orchestrator.model import ComputationSucceeded
 from gcl_orchestrator.runtime import (
     HandlerRegistry,
     Orchestrator,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
 
 from gcl_orchestrator.core import Scheduler, SchedulerConfig
 from gcl_orchestrator.model import (
