@@ -140,8 +140,7 @@ def bench_core(sizes: tuple[int, int], repeat: int) -> list[dict]:
 
 def _seed(store, key: str, body: bytes, step: dict) -> None:
     enc = encode_gcl([spec_from_mapping(step)])
-    if enc.sidecar_key:
-        store.put(enc.sidecar_key, enc.sidecar_body or b"")
+    enc.write_sidecar(store)
     store.put(key, body, enc.metadata)
 
 

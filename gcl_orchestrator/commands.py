@@ -78,8 +78,7 @@ def put(local_file: str, key: str, store_uri: str, gcl: str | None, out: TextIO 
     specs = load_gcl(read_gcl_argument(gcl), source="--gcl") if gcl else ()
     encoded = encode_gcl(specs)
     store = open_store(store_uri, endpoint_url=endpoint_url)
-    if encoded.sidecar_key:
-        store.put(encoded.sidecar_key, encoded.sidecar_body or b"")
+    encoded.write_sidecar(store)
     info = store.put(key, body, encoded.metadata)
     how = f" with {len(specs)} computation(s) in its GCL" + (" (sidecar " + encoded.sidecar_key + ")"
                                                            if encoded.sidecar_key else "") if specs else ""

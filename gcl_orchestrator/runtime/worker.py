@@ -75,8 +75,7 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
 
     encoded = encode_gcl(ctx.emitted)
     try:
-        if encoded.sidecar_key is not None:
-            store.put(encoded.sidecar_key, encoded.sidecar_body or b"", None)
+        encoded.write_sidecar(store)
         try:
             info = store.create(spec.output, body, encoded.metadata)
         except ObjectAlreadyExists:

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from ..interfaces import ObjectStore
 from ..model import META_GCL, META_GCL_REF, METADATA_LIMIT_BYTES, RESERVED_PREFIX, ComputationSpec, metadata_get
 SIDECAR_PREFIX = RESERVED_PREFIX + "gcl/"
 
@@ -19,6 +20,12 @@ class EncodedGcl:
     metadata: dict[str, str]
     sidecar_key: str | None = None
     sidecar_body: bytes | None = None
+
+    def write_sidecar(self, store: ObjectStore) -> None:
+        """Write the sidecar, if there is one. Call it before writing the object that carries `metadata`, so
+        that a `gcl-ref` never points at nothing. Named by its content hash: writing it twice is harmless."""
+        if self.sidecar_key is not None:
+            store.put(self.sidecar_key, self.sidecar_body or b"")
 
 
 def specs_to_text(specs: Sequence[ComputationSpec]) -> str:

@@ -165,7 +165,7 @@ def test_rules_stored_in_the_reserved_object_apply_too(store):
 def test_gcl_in_a_sidecar_is_followed(store):
     big = [step(f"copy{i}", "echo", ["in.txt"], f"out/{i}", pad="p" * 50) for i in range(30)]
     enc = encode_gcl([spec_from_mapping(s) for s in big])
-    store.put(enc.sidecar_key, enc.sidecar_body)
+    enc.write_sidecar(store)
     store.put("in.txt", b"hello", enc.metadata)
     _, result = run(store)
     assert result.exit_code == 0 and store.get("out/29").body == b"hello"
