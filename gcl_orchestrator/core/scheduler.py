@@ -350,9 +350,11 @@ class Scheduler:
         self._announce(rec, out)
         self._fail_downstream(rec, now, out)
 
-    def _fail_downstream(self, failed: ComputationRecord, now: float, out: list[Instruction]) -> None:
-        """Everything that needs the failed output, directly or through others, is upstream-failed."""
-        queue = deque([(failed.spec.output, failed.name)])
+    def _fail_downstream(self, failed: ComputationRecord, now: float, out: list[Instruction],
+                         culprit: str | None = None) -> None:
+        """Everything that needs the failed output, directly or through others, is upstream-failed, naming the
+        computation that failed (`culprit`, when `failed` is itself upstream-failed)."""
+        queue = deque([(failed.spec.output, culprit or failed.name)])
         while queue:
             key, culprit = queue.popleft()
             self._failed_keys[key] = culprit
@@ -459,13 +461,13 @@ class Scheduler:
         upstream = next((k for k in spec.inputs if k in self._failed_keys and k not in self._available),
                         None) if self._failed_keys else None
         if upstream is not None:
+            culprit = self._failed_keys[upstream]
             self._set_state(rec, State.UPSTREAM_FAILED)
             rec.finished_at = now
-            rec.last_error = (f"upstream computation {self._failed_keys[upstream]!r} failed, so {upstream!r} "
-                              "will not be produced")
+            rec.last_error = f"upstream computation {culprit!r} failed, so {upstream!r} will not be produced"
             out.append(Settle(rec.name, State.UPSTREAM_FAILED, rec.last_error))
             self._announce(rec, out)
-            self._fail_downstream(rec, now, out)
+            self._fail_downstream(rec, now, out, culprit)
             return
         problem = self._choose_variant(rec)
         if problem is not None:

@@ -118,8 +118,11 @@ def test_failure_is_recorded_and_dependents_are_upstream_failed_naming_it():
     assert (rec.state, rec.attempts, rec.last_error) == (State.FAILED, 1, "boom")
     assert core.record("third").last_error == "upstream computation 'first' failed, so 'end' will not be produced"
     # a dependent declared later is upstream-failed at once
-    late = core.handle([SpecsSubmitted("x", (spec("late", ["mid"], "z"),))], 2.0)
-    assert [(i.computation, i.state) for i in late] == [("late", State.UPSTREAM_FAILED)]
+    late = core.handle([SpecsSubmitted("x", (spec("late", ["mid"], "z"), spec("later", ["z"], "zz")))], 2.0)
+    assert [(i.computation, i.state) for i in late] == [("late", State.UPSTREAM_FAILED),
+                                                       ("later", State.UPSTREAM_FAILED)]
+    # still named after the computation that failed, not the one between
+    assert core.record("later").last_error.startswith("upstream computation 'first' failed")
 
 
 def test_results_for_an_old_attempt_or_unknown_computation_are_ignored():
