@@ -47,7 +47,6 @@ class LocalDirectoryStore(ObjectStore):
         self._thread_lock = threading.Lock()
         self._tmp_dir = str(self.root / TMP_DIR)
         self._names = itertools.count()
-        self._known_dirs: set[str] = set()  # directories this object made or saw: not checked again
 
     @property
     def uri(self) -> str:
@@ -144,11 +143,8 @@ class LocalDirectoryStore(ObjectStore):
         path = self._path(key)
         meta = normalize_metadata(metadata)
         with _os_errors(key):
-            parent = str(path.parent)
-            if parent not in self._known_dirs:
-                _check_parents(self.root, key)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._known_dirs.add(parent)
+            _check_parents(self.root, key)
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp: str | None = self._temp_file(body)
             meta_tmp: str | None = None
             try:
@@ -163,9 +159,7 @@ class LocalDirectoryStore(ObjectStore):
                         raise ObjectAlreadyExists(key, self.uri)
                     if meta_tmp is not None:
                         meta_path = self._meta_path(key)
-                        if str(meta_path.parent) not in self._known_dirs:
-                            meta_path.parent.mkdir(parents=True, exist_ok=True)
-                            self._known_dirs.add(str(meta_path.parent))
+                        meta_path.parent.mkdir(parents=True, exist_ok=True)
                         os.replace(meta_tmp, meta_path)
                         meta_tmp = None
                     os.replace(tmp, path)

@@ -70,3 +70,11 @@ def test_symlinks_out_of_the_store_are_not_listed(local, tmp_path):
     with pytest.raises(InvalidKeyError, match="outside the store"):
         local.put("linkdir/planted.txt", b"x")
     assert not (tmp_path / "planted.txt").exists()
+
+
+def test_a_directory_removed_by_hand_is_made_again(local):
+    local.put("analysis/a.json", b"1", {"gcl": "x"})
+    shutil.rmtree(local.root / "analysis")
+    shutil.rmtree(local.root / ".gclo" / "local" / "meta" / "analysis")
+    local.put("analysis/b.json", b"2", {"gcl": "y"})
+    assert local.head("analysis/b.json").metadata == {"gcl": "y"}
