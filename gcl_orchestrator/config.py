@@ -233,7 +233,7 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
     if settings.workers is not None and settings.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {settings.workers}")
     if settings.quiet_s < 0 or settings.poll_interval_s <= 0:
-        raise ConfigError("--quiet must be >= 0 and --poll-interval > 0")
+        raise ConfigError("--quiet-period must be >= 0 and --poll-interval > 0")
     if settings.max_emit is not None:
         if settings.max_emit < 1:
             raise ConfigError(f"--max-emit must be at least 1, not {settings.max_emit}")

@@ -73,6 +73,7 @@ class S3ObjectStore(ObjectStore):
         self.client = client
         self.endpoint = client.meta.endpoint_url
         self.requests: collections.Counter[str] = collections.Counter()
+        self._server: str | None = None
         self._count_lock = threading.Lock()
         client.meta.events.register("before-send.s3", self._count)
 
@@ -219,10 +220,13 @@ class S3ObjectStore(ObjectStore):
     # --- beyond the interface ----------------------------------------------------------------------------------
 
     def server(self) -> str:
-        """The `Server` header of a HEAD on the bucket (says SeaweedFS, MinIO, AmazonS3...). Also checks that
-        the bucket exists and the credentials work, raising one clear PermanentStorageError if not."""
-        r = self._call(lambda: self.client.head_bucket(Bucket=self.bucket))
-        return r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server", "")
+        """The `Server` header of a HEAD on the bucket (says SeaweedFS, MinIO, AmazonS3...). The first call also
+        checks that the bucket exists and the credentials work, raising one clear PermanentStorageError if not;
+        later calls answer from memory (start-up asks more than once)."""
+        if self._server is None:
+            r = self._call(lambda: self.client.head_bucket(Bucket=self.bucket))
+            self._server = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server", "")
+        return self._server
 
     def close(self) -> None:
         self.client.close()
