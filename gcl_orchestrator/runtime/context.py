@@ -84,17 +84,13 @@ class HandlerContext:
         Raises SpecError at once when the spec is invalid, and HandlerError when a name is emitted twice
         with different contents. It joins the graph when this handler's output is written.
         """
-        built = self._build(spec, fields)
-        previous = self._emitted.get(built.computation)
-        if previous is not None and previous != built:
-            raise HandlerError(f"computation {built.computation!r} emitted twice with different fields")
-        self._emitted[built.computation] = built
-        return built
+        return self._keep(self._build(spec, fields))
 
     def submit(self, spec: Mapping[str, Any] | None = None, /, **fields: Any) -> ComputationSpec:
         """Like `emit`, but the computation joins the graph now, while this handler still runs, so that the
-        handler can `wait_for` its output."""
-        built = self._build(spec, fields)
+        handler can `wait_for` its output. It is also written into this handler's output GCL, like an emitted
+        computation, so an orchestrator that restarts from the store alone still knows it."""
+        built = self._keep(self._build(spec, fields))
         self._signal(SpecsSubmitted(f"submitted by {self.computation}", (built,),
                                     self.handler_type if self.wants_completions else None))
         return built
@@ -128,6 +124,13 @@ class HandlerContext:
             return True
         except ObjectNotFound:
             return False
+
+    def _keep(self, built: ComputationSpec) -> ComputationSpec:
+        previous = self._emitted.get(built.computation)
+        if previous is not None and previous != built:
+            raise HandlerError(f"computation {built.computation!r} emitted twice with different fields")
+        self._emitted[built.computation] = built
+        return built
 
     def _build(self, spec: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> ComputationSpec:
         self._budget -= 1

@@ -23,6 +23,7 @@ from ..errors import (
 from ..interfaces import ObjectStore, Task
 from ..model import ComputationFailed, ComputationSucceeded
 from ..spec import encode_gcl
+from . import audit
 from .context import HandlerContext
 from .handlers import HandlerRegistry, describe_exception
 
@@ -61,6 +62,7 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
     if fn is None:
         return failed(str(UnknownHandlerType(spec.handler_type, registry.types())), permanent=True)
     ctx = HandlerContext(spec, task.attempt, store, signal)
+    audit.record("start", spec.computation, task.attempt)
     try:
         result = fn(ctx)
         body = encode_result(result)
@@ -81,6 +83,7 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
         except ObjectAlreadyExists:
             # Someone committed this output first (an earlier attempt or another writer): theirs stands.
             existing = store.head(spec.output)
+            audit.record("kept", spec.computation, task.attempt, key=spec.output, etag=existing.etag)
             return ComputationSucceeded(spec.computation, task.attempt, existing.etag, None, existing.metadata,
                                         time.perf_counter() - started, committed_at=time.time(),
                                         requests=requests())
@@ -88,6 +91,7 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
         return failed(f"could not write output {spec.output!r}: {exc}")
     except (StorageError, ValueError) as exc:
         return failed(f"could not write output {spec.output!r}: {exc}", permanent=True)
+    audit.record("commit", spec.computation, task.attempt, key=spec.output, etag=info.etag)
     return ComputationSucceeded(spec.computation, task.attempt, info.etag, ctx.emitted, None,
                                 time.perf_counter() - started,
                                 spec.handler_type if ctx.wants_completions else None,

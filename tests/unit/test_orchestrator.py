@@ -17,6 +17,7 @@ from gcl_orchestrator.runtime import (
     ThreadExecutor,
     read_status,
 )
+from gcl_orchestrator.runtime import audit
 from gcl_orchestrator.runtime.worker import run_task
 from gcl_orchestrator.sources import MemoryPushSource, PollingSource
 from gcl_orchestrator.spec import RuleSet, encode_gcl, load_gcl, spec_from_mapping
@@ -228,3 +229,28 @@ def test_a_handler_waiting_for_work_it_submitted_does_not_hang_the_only_thread(s
     assert result.exit_code == 0
     assert store.get("parent.out").body == b"parent saw: child data"
     assert [d.kind for d in orch.core.deadlocks] == ["blocked-worker"]
+
+
+def test_a_submitted_computation_is_written_into_the_parents_output_gcl(store):
+    # so that an orchestrator restarting from the store alone still knows the child
+    put(store, "in.txt", b"child data", step("parent", "parent_waits", ["in.txt"], "parent.out"))
+    run(store, workers=1)
+    specs = load_gcl(store.head("parent.out").metadata["gcl"])
+    assert [(s.computation, s.output) for s in specs] == [("child-of-parent", "parent.child")]
+
+
+def test_the_audit_trail_records_each_start_and_commit_and_a_late_writer_keeps_the_first(store, tmp_path,
+                                                                                          monkeypatch):
+    trail = tmp_path / "audit.jsonl"
+    monkeypatch.setenv(audit.ENV, str(trail))
+    put(store, "in.txt", b"payload", step("copy", "echo", ["in.txt"], "out.txt"))
+    run(store)
+    first = store.head("out.txt").etag
+    # a late duplicate writer (a worker thought dead) runs the same attempt again
+    registry = HandlerRegistry.from_sources([HANDLERS])
+    spec = load_gcl(store.head("in.txt").metadata["gcl"])[0]
+    assert isinstance(run_task(Task(spec, 1, store.uri), registry, store), ComputationSucceeded)
+    assert store.head("out.txt").etag == first
+    entries = [(e["event"], e["computation"], e["attempt"], e.get("key")) for e in audit.read(trail)]
+    assert entries == [("start", "copy", 1, None), ("commit", "copy", 1, "out.txt"),
+                       ("start", "copy", 1, None), ("kept", "copy", 1, "out.txt")]
