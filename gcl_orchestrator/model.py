@@ -223,6 +223,7 @@ class ComputationFailed:
     permanent: bool = False
     duration_s: float = 0.0
     requests: int = 0
+    worker_lost: bool = False  # the process running it died (crash, kill, OOM): not the handler's own failure
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,15 @@ FINAL = (State.DONE, State.FAILED, State.UPSTREAM_FAILED)
 class SchedulerConfig:
     """Pools (the first one without handler types is the general pool), ageing of ready work in priority
     points per second, how long the graph must be quiet before waiting work counts as deadlocked (None: never),
-    and the retry policy for specs that declare none."""
+    the retry policy for specs that declare none, and how many attempts lost with their worker process (a crash,
+    a kill, the OOM killer) are granted on top of any policy: infrastructure failures are retried even when the
+    handler's own errors are not."""
 
     pools: tuple[PoolSpec, ...] = (PoolSpec("general", 1),)
     ageing_per_s: float = 1.0
     deadlock_grace_s: float | None = 60.0
     default_retry: RetryPolicy = RetryPolicy()
+    lost_worker_retries: int = 2
 
 
 @dataclass(slots=True)
@@ -62,6 +65,7 @@ class ComputationRecord:
     missing: set[str] = field(default_factory=set)
     attempts: int = 0  # all attempts, every alternative included; also the id of the current one
     variant_attempts: int = 0  # attempts of the current variant
+    lost_attempts: int = 0  # attempts whose worker process died under them
     alternative: int = 0  # 0: the spec itself; i: spec.alternatives[i - 1]
     pool: str = ""
     last_error: str | None = None
@@ -181,8 +185,10 @@ class Scheduler:
                     self._register_all(rec.spec.output, ev.specs or (), now, out, ev.subscriber)
             elif isinstance(ev, ComputationFailed):
                 if self._is_current(ev.computation, ev.attempt):
-                    self._failed_attempt(self._records[ev.computation], ev.error, ev.permanent, now, out,
-                                         release=True)
+                    rec = self._records[ev.computation]
+                    if ev.worker_lost:
+                        rec.lost_attempts += 1
+                    self._failed_attempt(rec, ev.error, ev.permanent, now, out, release=True)
             elif isinstance(ev, ComputationBlocked):
                 if self._is_current(ev.computation, ev.attempt):
                     self._block(self._records[ev.computation], ev.keys, out)
@@ -308,7 +314,8 @@ class Scheduler:
         rec.last_error = error
         rec.errors.append(f"attempt {rec.attempts} ({rec.label}): {error}")
         policy = self._retry_policy(rec.spec)
-        if not permanent and rec.variant_attempts < policy.max_attempts:
+        granted = policy.max_attempts + min(rec.lost_attempts, self.config.lost_worker_retries)
+        if not permanent and rec.variant_attempts < granted:
             delay = policy.delay(rec.variant_attempts, self._rng)
             self._set_state(rec, State.RETRYING)
             rec.retry_at = now + delay

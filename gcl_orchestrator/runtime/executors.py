@@ -102,6 +102,7 @@ class ProcessExecutor(Executor):
         self._workers: list[_Worker] = []
         self._pending: dict[str, collections.deque[Task]] = {p.name: collections.deque() for p in self._pools}
         self._cancels: set[tuple[str, int]] = set()
+        self._killed: set[tuple[str, int]] = set()  # running attempts ended on purpose (cancelled), not lost
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
@@ -160,6 +161,7 @@ class ProcessExecutor(Executor):
             if w.task is not None and (w.task.spec.computation, w.task.attempt) in cancels:
                 log.warning("ending worker %s: %s attempt %d was cancelled", w.process.name,
                             w.task.spec.computation, w.task.attempt)
+                self._killed.add((w.task.spec.computation, w.task.attempt))
                 w.process.kill()  # its sentinel reports the task as failed and a new worker takes the slot
 
     def _wake(self) -> None:
@@ -175,9 +177,9 @@ class ProcessExecutor(Executor):
                 queue.clear()
         return tasks
 
-    def _fail(self, task: Task, error: str) -> None:
+    def _fail(self, task: Task, error: str, worker_lost: bool = False) -> None:
         assert self._emit is not None
-        self._emit(ComputationFailed(task.spec.computation, task.attempt, error))
+        self._emit(ComputationFailed(task.spec.computation, task.attempt, error, worker_lost=worker_lost))
 
     # --- the feeding thread ------------------------------------------------------------------------------------
 
@@ -236,7 +238,10 @@ class ProcessExecutor(Executor):
         w.process.join(timeout=1)
         code = w.process.exitcode
         if w.task is not None:
-            self._fail(w.task, f"its worker process died (exit code {code}) while running the handler")
+            cancelled = (w.task.spec.computation, w.task.attempt) in self._killed
+            self._killed.discard((w.task.spec.computation, w.task.attempt))
+            self._fail(w.task, f"its worker process died (exit code {code}) while running the handler",
+                       worker_lost=not cancelled)
         w.conn.close()
         if not w.ready:
             self._failed_starts += 1

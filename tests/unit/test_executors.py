@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ def test_a_worker_that_dies_fails_its_task_and_is_replaced(store):
         ex.stop()
     assert isinstance(crashed, ComputationFailed)
     assert "worker process died (exit code 3)" in crashed.error
+    assert crashed.worker_lost and not crashed.permanent
     assert isinstance(after, ComputationSucceeded)
 
 
@@ -96,3 +98,17 @@ def test_workers_that_cannot_load_handlers_fail_tasks_instead_of_hanging(store, 
     finally:
         ex.stop()
     assert isinstance(outcome, ComputationFailed) and "import-time failure" in outcome.error
+
+
+def test_a_cancelled_attempt_is_not_reported_as_a_lost_worker(store):
+    q: queue.Queue = queue.Queue()
+    ex = ProcessExecutor(1, (HANDLERS,), store.uri)
+    ex.start(q.put)
+    try:
+        ex.submit(task("stuck", "hang", store))
+        time.sleep(0.5)  # until it runs: a queued task is failed without a kill
+        ex.cancel("stuck", 1)
+        (cancelled,) = outcomes(q, 1, timeout=10)
+    finally:
+        ex.stop(grace_s=0.2)
+    assert isinstance(cancelled, ComputationFailed) and not cancelled.worker_lost

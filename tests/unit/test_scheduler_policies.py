@@ -52,8 +52,9 @@ def ok(c, name, now, specs=(), subscriber=None):
                                           subscriber=subscriber)], now)
 
 
-def fail(c, name, now, error="boom", permanent=False):
-    return c.handle([ComputationFailed(name, c.record(name).attempts, error, permanent)], now)
+def fail(c, name, now, error="boom", permanent=False, worker_lost=False):
+    return c.handle([ComputationFailed(name, c.record(name).attempts, error, permanent, worker_lost=worker_lost)],
+                    now)
 
 
 def run_all(c, first, now=1.0):
@@ -164,6 +165,21 @@ def test_retry_delays_are_capped_and_jittered_within_bounds():
         assert expected <= delay <= expected + 1
         now = c.record("j").retry_at
         c.handle([], now)
+
+
+def test_attempts_lost_with_their_worker_are_retried_on_top_of_the_policy_up_to_the_limit():
+    c = core()
+    submit(c, spec("w"))  # the default policy: one attempt, handler errors are not retried
+    for n in (1, 2):
+        fail(c, "w", float(n), "its worker process died", worker_lost=True)
+        assert c.record("w").state is State.RETRYING
+        assert dispatches(c.handle([], c.record("w").retry_at)) == [("w", n + 1)]
+    out = fail(c, "w", 9.0, "its worker process died", worker_lost=True)  # SchedulerConfig.lost_worker_retries
+    assert [(i.computation, i.state) for i in out if isinstance(i, Settle)] == [("w", State.FAILED)]
+    assert c.record("w").attempts == 3 and c.record("w").lost_attempts == 3
+    submit(c, spec("h", inputs=["in"], output="h.out"))
+    out = fail(c, "h", 10.0, "ValueError")  # the handler's own error: the policy alone decides
+    assert [(i.computation, i.state) for i in out if isinstance(i, Settle)] == [("h", State.FAILED)]
 
 
 def test_a_permanent_error_skips_the_remaining_retries():
