@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_STORE ?= demo-store
 
-.PHONY: setup demo demo-local test test-fast bench bench-full clean
+.PHONY: setup demo demo-local test test-fast bench bench-full reliability soak clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,14 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/python bench/run.py --full
+
+# The fault suite: kill -9, lost workers, chaotic notifications, late writers, an S3 outage, on the local store and
+# SeaweedFS. Prints scenario, runs, faults, computations, lost, duplicated, re-executions (see README, "Reliability").
+reliability: $(STAMP)
+	$(BIN)/python reliability/run.py
+
+soak: $(STAMP)
+	$(BIN)/python reliability/run.py --profile soak
 
 clean:
 	rm -rf $(VENV) $(DEMO_STORE) .pytest_cache *.egg-info
