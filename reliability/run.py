@@ -200,6 +200,16 @@ class Trail:
     def starts(self) -> collections.Counter:
         return collections.Counter(e["computation"] for e in self.entries if e["event"] == "start")
 
+    def started_after_commit(self) -> list[str]:
+        """Computations started again after their output was committed (the trail is in append order)."""
+        committed, again = set(), []
+        for e in self.entries:
+            if e["event"] == "commit":
+                committed.add(e["computation"])
+            elif e["event"] == "start" and e["computation"] in committed:
+                again.append(e["computation"])
+        return sorted(set(again))
+
     def in_flight(self) -> list[dict[str, Any]]:
         """Attempts started and not yet ended by a commit (or a kept output), latest first."""
         ended = {(e["computation"], e["attempt"]) for e in self.entries if e["event"] in ("commit", "kept")}
@@ -286,7 +296,6 @@ def orchestrator_kill(target: Target, p: Profile, rng: random.Random) -> Outcome
     outcome = Outcome()
     total = len(expected)
     in_flight: set[str] = set()
-    committed_before: set[str] = set()
     for _ in range(rng.randint(*p.crashes)):
         done = sum(Trail.of(target).commits().values())
         if total - done < 4:
@@ -303,14 +312,14 @@ def orchestrator_kill(target: Target, p: Profile, rng: random.Random) -> Outcome
         outcome.faults += 1
         trail = Trail.of(target)
         in_flight |= {e["computation"] for e in trail.in_flight()}
-        committed_before |= {e["computation"] for e in trail.entries if e["event"] == "commit"}
     finish(gclo_run(target), outcome)
     settle(target, expected, outcome)
-    again = {c for c, n in Trail.of(target).starts().items() if n > 1}
+    trail = Trail.of(target)
+    again = {c for c, n in trail.starts().items() if n > 1}
     if again - in_flight:
         outcome.problems.append(f"re-ran work that was not in flight at a crash: {sorted(again - in_flight)}")
-    if again & committed_before:
-        outcome.problems.append(f"re-ran committed work: {sorted(again & committed_before)}")
+    if trail.started_after_commit():
+        outcome.problems.append(f"re-ran committed work: {trail.started_after_commit()}")
     return outcome
 
 
