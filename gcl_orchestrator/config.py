@@ -23,6 +23,8 @@ from .sources import (
     SeaweedFilerSource,
     SqsEventSource,
 )
+from .sources.inotify import InotifySource
+from .sources.inotify import available as inotify_available
 from .spec import RuleSet
 from .storage import LocalDirectoryStore, MemoryObjectStore, RetryingStore, S3ObjectStore, open_store
 
@@ -219,7 +221,8 @@ def make_sources_factory(store: ObjectStore, settings: RunSettings):
         # Every push source is paired with a slower reconciliation listing: a lost notification only delays.
         reconcile = PollingSource(store, reconcile_s, initial=listing, settle_s=settle)
         if events == "watch":
-            return [LocalWatchSource(inner.root), reconcile]  # type: ignore[attr-defined]
+            watch = InotifySource if inotify_available() else LocalWatchSource
+            return [watch(inner.root), reconcile]  # type: ignore[attr-defined]
         if events == "memory":
             return [MemoryPushSource(inner), reconcile]  # type: ignore[arg-type]
         assert push is not None

@@ -126,7 +126,9 @@ class Executor(abc.ABC):
 
     Contract:
     - `start(emit)` before any `submit`; `capacity` says how many tasks run at once in all, and `task.pool`
-      names the worker pool a task runs in (the core never submits more to a pool than its slots).
+      names the worker pool a task runs in. The core submits to a pool at most its slots × (1 + `prefetch`)
+      tasks at once: an executor with `prefetch` 1 queues up to one more task per slot itself, so that a worker
+      that finishes finds its next task without waiting for the orchestrator; it still runs at most `slots`.
     - `submit(task)` never blocks on the task. Exactly one ComputationSucceeded or ComputationFailed is emitted
       per submitted task, carrying the task's computation and attempt, also when the handler crashes its
       worker, is cancelled, hangs past `stop`, or the worker cannot start.
@@ -139,6 +141,8 @@ class Executor(abc.ABC):
     @property
     @abc.abstractmethod
     def capacity(self) -> int: ...
+
+    prefetch: int = 0
 
     @abc.abstractmethod
     def cancel(self, computation: str, attempt: int) -> None: ...

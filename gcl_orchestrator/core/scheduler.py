@@ -53,6 +53,9 @@ class SchedulerConfig:
     deadlock_grace_s: float | None = 60.0
     default_retry: RetryPolicy = RetryPolicy()
     lost_worker_retries: int = 2
+    # Attempts per slot dispatched beyond a pool's slots, for the executor to queue (Executor.prefetch). Work with
+    # a time-out is never dispatched into that queue: its clock starts at dispatch.
+    prefetch: int = 0
 
 
 @dataclass(slots=True)
@@ -611,14 +614,18 @@ class Scheduler:
     def _dispatch(self, now: float, out: list[Instruction]) -> None:
         if self._paused:
             return
+        prefetch = self.config.prefetch
         for pool in self._pools.values():
-            while pool.ready and pool.running < pool.spec.slots:
+            slots = pool.spec.slots
+            while pool.ready and pool.running < slots * (1 + prefetch):
                 _, _, name = pool.ready[0]
                 rec = self._records[name]
                 if rec.state is not State.READY:
                     heapq.heappop(pool.ready)  # settled while queued (its output appeared)
                     continue
                 spec = rec.current
+                if pool.running >= slots and spec.timeout_s is not None:
+                    break  # would wait in the executor's queue while its clock runs
                 demand = spec.resources
                 if demand:
                     if any(pool.used.get(r, 0.0) + a > pool.spec.capacity.get(r, 0.0) for r, a in demand.items()):

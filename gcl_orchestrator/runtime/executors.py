@@ -7,8 +7,8 @@ from __future__ import annotations
 import collections
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
+import selectors
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..interfaces import Executor, ObjectStore, Task
-from ..model import ComputationFailed, ComputationSucceeded, PoolSpec
+from ..model import ComputationBlocked, ComputationFailed, ComputationResumed, ComputationSucceeded, PoolSpec
 from .handlers import HandlerRegistry
 from .worker import run_task, worker_main
 
@@ -71,6 +71,9 @@ class ThreadExecutor(Executor):
             self._pool = None
 
 
+_SENTINEL = object()
+
+
 @dataclass
 class _Worker:
     process: Any
@@ -78,6 +81,7 @@ class _Worker:
     pool: str = "general"
     task: Task | None = None
     ready: bool = False
+    blocked: bool = False  # its handler waits (ctx.wait_for) and has lent its slot
 
 
 class ProcessExecutor(Executor):
@@ -85,8 +89,12 @@ class ProcessExecutor(Executor):
 
     A worker that dies mid-task (segfault, os._exit, OOM kill) turns into a ComputationFailed for that task and
     is replaced. Workers load the handler sources themselves, so handlers cross the process boundary as
-    `--handlers` strings, never as pickled functions.
+    `--handlers` strings, never as pickled functions. One task per slot may wait here (`prefetch`), so a worker
+    that finishes is handed its next task by this process's feeding thread, not after a trip through the
+    orchestrator; no more than a pool's slots run at once, plus one more worker per handler that lent its slot.
     """
+
+    prefetch = 1
 
     def __init__(self, pools: int | Sequence[PoolSpec], handler_sources: tuple[str, ...], store_uri: str,
                  start_method: str = "forkserver"):
@@ -94,6 +102,7 @@ class ProcessExecutor(Executor):
         if any(p.slots < 1 for p in self._pools):
             raise ValueError("every pool needs at least one worker")
         self._n = sum(p.slots for p in self._pools)
+        self._slots = {p.name: p.slots for p in self._pools}
         self._sources = tuple(handler_sources)
         self._store_uri = store_uri
         self._ctx = multiprocessing.get_context(start_method)
@@ -150,6 +159,8 @@ class ProcessExecutor(Executor):
         self._wake()
 
     def _apply_cancels(self) -> None:
+        if not self._cancels:  # the common case, without scanning the queues
+            return
         with self._lock:
             cancels, self._cancels = self._cancels, set()
             for queue in self._pending.values():
@@ -184,14 +195,16 @@ class ProcessExecutor(Executor):
     # --- the feeding thread ------------------------------------------------------------------------------------
 
     def _grow(self) -> None:
-        """A pool with queued work, no idle worker and none starting has lent a slot (a blocked handler keeps
-        its process): start one more worker for it."""
+        """A pool with queued work whose handlers have lent slots (blocked in ctx.wait_for, keeping their
+        process) and no idle or starting worker: start one more worker for it."""
         with self._lock:
             queued = {name for name, queue in self._pending.items() if queue}
         for name in queued:
             members = [w for w in self._workers if w.pool == name and w.process is not None]
             if any(w.task is None for w in members):
                 continue  # idle or still starting
+            if sum(1 for w in members if not w.blocked) >= self._slots[name]:
+                continue  # every slot is taken by work that runs
             log.info("pool %s: a handler is waiting for other work; starting an extra worker", name)
             self._workers.append(self._spawn(len(self._workers), name))
 
@@ -199,6 +212,8 @@ class ProcessExecutor(Executor):
         for w in self._workers:
             if not w.ready or w.task is not None:
                 continue
+            if self._active(w.pool) >= self._slots[w.pool]:
+                continue  # an extra worker stays idle once the handler that lent its slot runs again
             with self._lock:
                 queue = self._pending[w.pool]
                 if not queue:
@@ -212,6 +227,9 @@ class ProcessExecutor(Executor):
                     queue.appendleft(task)  # the worker is dying; its sentinel will tell
                 log.debug("sending to %s failed: %s", w.process.name, exc)
 
+    def _active(self, pool: str) -> int:
+        return sum(1 for w in self._workers if w.pool == pool and w.task is not None and not w.blocked)
+
     def _receive(self, w: _Worker) -> bool:
         """Handle one message from `w`; False when its pipe is closed (the sentinel handles the death)."""
         try:
@@ -223,9 +241,14 @@ class ProcessExecutor(Executor):
             self._failed_starts = 0
         elif kind == "result":
             w.task = None
+            w.blocked = False
             assert self._emit is not None
             self._emit(payload)
         elif kind == "event":  # raised by the running handler: a submission, or waiting
+            if isinstance(payload, ComputationBlocked):
+                w.blocked = True
+            elif isinstance(payload, ComputationResumed):
+                w.blocked = False
             assert self._emit is not None
             self._emit(payload)
         elif kind == "fatal":
@@ -257,6 +280,8 @@ class ProcessExecutor(Executor):
         self._workers[i] = self._spawn(i, w.pool)
 
     def _loop(self) -> None:
+        selector: selectors.BaseSelector = selectors.DefaultSelector()
+        watched: tuple[int, ...] = ()
         while True:
             alive = [w for w in self._workers if w.process is not None]
             if self._fatal:
@@ -279,22 +304,26 @@ class ProcessExecutor(Executor):
                 self._apply_cancels()
                 self._assign()
                 self._grow()
-            waitables: list[Any] = [self._wake_r]
-            by_conn: dict[int, _Worker] = {}
-            sentinels: set[int] = set()
-            for w in alive:
-                waitables += [w.conn, w.process.sentinel]
-                by_conn[id(w.conn)] = w
-                sentinels.add(w.process.sentinel)
-            ready_list = multiprocessing.connection.wait(waitables, timeout=0.5)
+            members = tuple(id(w) for w in alive)
+            if members != watched:  # the selector is rebuilt only when workers come or go
+                selector.close()
+                selector = selectors.DefaultSelector()
+                selector.register(self._wake_r, selectors.EVENT_READ, None)
+                for w in alive:
+                    selector.register(w.conn, selectors.EVENT_READ, w)
+                    selector.register(w.process.sentinel, selectors.EVENT_READ, _SENTINEL)
+                watched = members
             died = False
-            for ready in ready_list:
-                if ready == self._wake_r:
+            for key, _ in selector.select(timeout=0.5):
+                if key.data is None:
                     os.read(self._wake_r, 4096)
-                elif id(ready) in by_conn:
-                    self._receive(by_conn[id(ready)])
-                elif ready in sentinels:
+                elif key.data is _SENTINEL:
                     died = True
+                else:
+                    w = key.data
+                    # everything this worker already sent, in one go
+                    while self._receive(w) and w.conn.poll():
+                        pass
             if not died and not self._stopping:
                 continue
             # Sentinels after connections, so a result sent just before a worker exited is not lost.
@@ -306,6 +335,7 @@ class ProcessExecutor(Executor):
                     except OSError:
                         pass
                     self._replace_dead(i)
+        selector.close()
         for w in self._workers:
             if w.process is not None:
                 w.process.join(timeout=2)

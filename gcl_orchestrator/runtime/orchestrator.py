@@ -144,7 +144,8 @@ class Orchestrator:
         self.make_sources = make_sources
         self.rules = rules or RuleSet()
         self.options = options or RunOptions()
-        self.core = Scheduler(config=scheduling or SchedulerConfig(pools=(PoolSpec("general", executor.capacity),)))
+        scheduling = scheduling or SchedulerConfig(pools=(PoolSpec("general", executor.capacity),))
+        self.core = Scheduler(config=dataclasses.replace(scheduling, prefetch=executor.prefetch))
         self.queue = EventQueue()
         self._etags: dict[str, str | None] = {}
         self._incidents: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)

@@ -1,7 +1,9 @@
 """The EventSource contract, run against every source on every store it works with."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import pytest
 
@@ -16,6 +18,7 @@ from gcl_orchestrator.sources import (
     SqsEventSource,
     diff_listing,
 )
+from gcl_orchestrator.sources.inotify import InotifySource
 from gcl_orchestrator.sources.s3_notifications import ensure_notifications
 from gcl_orchestrator.storage import LocalDirectoryStore
 
@@ -27,6 +30,7 @@ SOURCES = [
     ("poll", "local"),
     ("memory", "memory"),
     ("watch", "local"),
+    ("inotify", "local"),
     ("poll", "s3-seaweedfs"),
     ("seaweedfs", "s3-seaweedfs"),
     ("sqs", "s3-moto"),
@@ -40,6 +44,8 @@ def make_source(kind, store, request):
         return MemoryPushSource(store)
     if kind == "watch":
         return LocalWatchSource(store.root)
+    if kind == "inotify":
+        return InotifySource(store.root)
     if kind == "seaweedfs":
         return SeaweedFilerSource(request.getfixturevalue("seaweedfs").filer, store.bucket, store.prefix)
     if kind == "sqs":
@@ -149,10 +155,14 @@ def test_polling_waits_for_files_still_being_written(tmp_path):
 
 # --- filesystem watch specifics --------------------------------------------------------------------------------
 
-def test_watch_reports_a_file_written_in_pieces_once_it_is_closed(tmp_path):
+WATCHES = [LocalWatchSource, InotifySource]
+
+
+@pytest.mark.parametrize("watch", WATCHES, ids=["watchdog", "inotify"])
+def test_watch_reports_a_file_written_in_pieces_once_it_is_closed(tmp_path, watch):
     store = LocalDirectoryStore(tmp_path / "s")
     got = Collector()
-    source = LocalWatchSource(store.root)
+    source = watch(store.root)
     source.start(got)
     try:
         (store.root / "incoming").mkdir()
@@ -163,5 +173,54 @@ def test_watch_reports_a_file_written_in_pieces_once_it_is_closed(tmp_path):
         final = store.head("incoming/big.csv").etag
         wait_until(lambda: "incoming/big.csv" in got.keys(), 5, "the close event")
         assert all(e.etag == final for e in got.events if e.key == "incoming/big.csv")
+    finally:
+        source.stop()
+
+
+@pytest.mark.parametrize("watch", WATCHES, ids=["watchdog", "inotify"])
+def test_watch_reports_files_of_a_directory_tree_copied_in_at_once(tmp_path, watch):
+    store = LocalDirectoryStore(tmp_path / "s")
+    got = Collector()
+    source = watch(store.root)
+    source.start(got)
+    try:
+        staged = tmp_path / "staged"
+        (staged / "day1" / "hours").mkdir(parents=True)
+        for name in ("day1/a.csv", "day1/hours/b.csv", "day1/hours/c.csv"):
+            (staged / name).write_text(name)
+        os.rename(staged / "day1", store.root / "day1")  # the whole tree appears in one step
+        keys = {"day1/a.csv", "day1/hours/b.csv", "day1/hours/c.csv"}
+        wait_until(lambda: keys <= set(got.keys()), 10, "the files of the moved-in tree")
+        store.put("day1/hours/later.csv", b"x")  # and the moved-in directories are watched from then on
+        wait_until(lambda: "day1/hours/later.csv" in got.keys(), 10, "a file written into the moved-in tree")
+    finally:
+        source.stop()
+
+
+def test_inotify_reports_a_fresh_file_renamed_into_place_at_once(tmp_path):
+    # a rename is atomic, so the file is complete; watchdog sees such a move from an unwatched directory as a bare
+    # creation and must wait for the file to settle
+    store = LocalDirectoryStore(tmp_path / "s")
+    got = Collector()
+    source = InotifySource(store.root)
+    source.start(got)
+    try:
+        (store.root / "in").mkdir()
+        outside = tmp_path / "fresh.csv"
+        outside.write_text("complete")
+        time.sleep(0.3)  # the new directory's own watch is in place
+        os.rename(outside, store.root / "in" / "fresh.csv")
+        wait_until(lambda: "in/fresh.csv" in got.keys(), 0.9, "the move, before the file could count as settled")
+    finally:
+        source.stop()
+
+
+def test_inotify_does_not_watch_the_reserved_prefix(tmp_path):
+    store = LocalDirectoryStore(tmp_path / "s")
+    store.put(".gclo/state/status.json", b"{}")
+    source = InotifySource(store.root)
+    source.start(Collector())
+    try:
+        assert not [d for d in source._dirs.values() if d.startswith(".gclo")]
     finally:
         source.stop()

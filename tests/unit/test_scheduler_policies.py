@@ -182,6 +182,15 @@ def test_attempts_lost_with_their_worker_are_retried_on_top_of_the_policy_up_to_
     assert [(i.computation, i.state) for i in out if isinstance(i, Settle)] == [("h", State.FAILED)]
 
 
+def test_prefetch_dispatches_one_more_per_slot_but_never_work_whose_clock_would_run_in_a_queue():
+    c = Scheduler(config=SchedulerConfig(pools=(PoolSpec("general", 2),), prefetch=1, deadlock_grace_s=None))
+    out = submit(c, spec("a", priority=9), spec("b", priority=8), spec("timed", priority=7, timeout_s=5),
+                 spec("c", priority=6))
+    assert dispatches(out) == [("a", 1), ("b", 1)]  # 'timed' heads the queue and waits for a slot of its own
+    out = ok(c, "a", 1.0)
+    assert dispatches(out) == [("timed", 1), ("c", 1)]  # one runs, one waits in the executor's queue
+
+
 def test_a_permanent_error_skips_the_remaining_retries():
     c = core()
     submit(c, spec("p", retry={"max_attempts": 5}))
