@@ -12,7 +12,7 @@ import selectors
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..interfaces import Executor, ObjectStore, Task
@@ -72,6 +72,7 @@ class ThreadExecutor(Executor):
 
 
 _SENTINEL = object()
+PIPELINE = 4  # tasks sent to a worker at once: the one it runs and the next
 
 
 @dataclass
@@ -79,9 +80,14 @@ class _Worker:
     process: Any
     conn: Any
     pool: str = "general"
-    task: Task | None = None
+    tasks: collections.deque[Task] = field(default_factory=collections.deque)  # sent; the first one runs
     ready: bool = False
     blocked: bool = False  # its handler waits (ctx.wait_for) and has lent its slot
+
+    @property
+    def task(self) -> Task | None:
+        """The task it runs, if any."""
+        return self.tasks[0] if self.tasks else None
 
 
 class ProcessExecutor(Executor):
@@ -89,12 +95,16 @@ class ProcessExecutor(Executor):
 
     A worker that dies mid-task (segfault, os._exit, OOM kill) turns into a ComputationFailed for that task and
     is replaced. Workers load the handler sources themselves, so handlers cross the process boundary as
-    `--handlers` strings, never as pickled functions. One task per slot may wait here (`prefetch`), so a worker
-    that finishes is handed its next task by this process's feeding thread, not after a trip through the
-    orchestrator; no more than a pool's slots run at once, plus one more worker per handler that lent its slot.
+    `--handlers` strings, never as pickled functions.
+
+    Keeping workers busy: the core dispatches one task per slot beyond the slots (`prefetch`), and each worker
+    is sent its next task while it still runs the current one (PIPELINE deep), so it starts the next at once,
+    without waiting for this process. A task with a time-out only goes to an idle worker (its clock runs from
+    dispatch), and a worker whose handler blocks in ctx.wait_for sends back what waits behind it. No more than
+    a pool's slots run at once, plus one more worker per handler that lent its slot.
     """
 
-    prefetch = 1
+    prefetch = 3
 
     def __init__(self, pools: int | Sequence[PoolSpec], handler_sources: tuple[str, ...], store_uri: str,
                  start_method: str = "forkserver"):
@@ -209,23 +219,31 @@ class ProcessExecutor(Executor):
             self._workers.append(self._spawn(len(self._workers), name))
 
     def _assign(self) -> None:
+        # Idle workers first, then the queues behind running tasks.
         for w in self._workers:
-            if not w.ready or w.task is not None:
-                continue
-            if self._active(w.pool) >= self._slots[w.pool]:
-                continue  # an extra worker stays idle once the handler that lent its slot runs again
+            if w.ready and not w.tasks and self._active(w.pool) < self._slots[w.pool]:
+                # (an extra worker stays idle once the handler that lent its slot runs again)
+                self._send_next(w, behind=False)
+        for w in self._workers:
+            while w.ready and w.tasks and not w.blocked and len(w.tasks) < PIPELINE:
+                if not self._send_next(w, behind=True):
+                    break
+
+    def _send_next(self, w: _Worker, behind: bool) -> bool:
+        with self._lock:
+            queue = self._pending[w.pool]
+            if not queue or (behind and queue[0].spec.timeout_s is not None):
+                return False
+            task = queue.popleft()
+        try:
+            w.conn.send(task)
+            w.tasks.append(task)
+            return True
+        except (OSError, ValueError) as exc:
             with self._lock:
-                queue = self._pending[w.pool]
-                if not queue:
-                    continue
-                task = queue.popleft()
-            try:
-                w.conn.send(task)
-                w.task = task
-            except (OSError, ValueError) as exc:
-                with self._lock:
-                    queue.appendleft(task)  # the worker is dying; its sentinel will tell
-                log.debug("sending to %s failed: %s", w.process.name, exc)
+                queue.appendleft(task)  # the worker is dying; its sentinel will tell
+            log.debug("sending to %s failed: %s", w.process.name, exc)
+            return False
 
     def _active(self, pool: str) -> int:
         return sum(1 for w in self._workers if w.pool == pool and w.task is not None and not w.blocked)
@@ -240,7 +258,7 @@ class ProcessExecutor(Executor):
             w.ready = True
             self._failed_starts = 0
         elif kind == "result":
-            w.task = None
+            w.tasks.popleft()
             w.blocked = False
             assert self._emit is not None
             self._emit(payload)
@@ -251,6 +269,10 @@ class ProcessExecutor(Executor):
                 w.blocked = False
             assert self._emit is not None
             self._emit(payload)
+        elif kind == "returned":  # it waited behind a handler that blocked: back to the front of the queue
+            w.tasks.remove(payload)
+            with self._lock:
+                self._pending[w.pool].appendleft(payload)
         elif kind == "fatal":
             self._fatal = payload
             log.error("a worker process could not start: %s", payload)
@@ -260,11 +282,15 @@ class ProcessExecutor(Executor):
         w = self._workers[i]
         w.process.join(timeout=1)
         code = w.process.exitcode
-        if w.task is not None:
-            cancelled = (w.task.spec.computation, w.task.attempt) in self._killed
-            self._killed.discard((w.task.spec.computation, w.task.attempt))
-            self._fail(w.task, f"its worker process died (exit code {code}) while running the handler",
+        if w.tasks:
+            running = w.tasks.popleft()
+            cancelled = (running.spec.computation, running.attempt) in self._killed
+            self._killed.discard((running.spec.computation, running.attempt))
+            self._fail(running, f"its worker process died (exit code {code}) while running the handler",
                        worker_lost=not cancelled)
+            with self._lock:  # what waited behind it never started
+                self._pending[w.pool].extendleft(reversed(w.tasks))
+            w.tasks.clear()
         w.conn.close()
         if not w.ready:
             self._failed_starts += 1

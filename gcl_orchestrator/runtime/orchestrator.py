@@ -97,6 +97,19 @@ class RunStats:
     orchestrator_requests: int = 0
     # seconds from an output's commit (in a worker) to the dispatch of a computation that reads it
     write_to_dispatch_s: list[float] = field(default_factory=list)
+    success_times: list[float] = field(default_factory=list)  # monotonic, in order
+
+    def steady_rate(self) -> float | None:
+        """Successes per second between the 10th and the 90th percentile of success times: the rate once work
+        flows, without start-up, a slow first computation or a long last one (a join reading every part)."""
+        times = self.success_times
+        n = len(times)
+        if n < 10:
+            span = (self.last_success - self.first_dispatch) if self.first_dispatch and self.last_success else 0
+            return self.succeeded / span if span else None
+        lo, hi = n // 10, n - 1 - n // 10
+        span = times[hi] - times[lo]
+        return (hi - lo) / span if span > 0 else None
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.write_to_dispatch_s)
@@ -105,11 +118,10 @@ class RunStats:
             return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
 
         wall = self.finished - self.started
-        steady = (self.last_success - self.first_dispatch) if self.first_dispatch and self.last_success else None
         requests = self.worker_requests + self.orchestrator_requests
         return {"wall_s": wall, "succeeded": self.succeeded,
                 "to_last_result_s": (self.last_success - self.started) if self.last_success else None,
-                "steady_per_s": self.succeeded / steady if steady else None,
+                "steady_per_s": self.steady_rate(),
                 "write_to_dispatch_p50_s": pct(0.5), "write_to_dispatch_p99_s": pct(0.99),
                 "requests": requests, "worker_requests": self.worker_requests,
                 "orchestrator_requests": self.orchestrator_requests,
@@ -305,6 +317,7 @@ class Orchestrator:
         self._etags[output] = ev.output_etag
         self.stats.succeeded += 1
         self.stats.last_success = time.monotonic()
+        self.stats.success_times.append(self.stats.last_success)
         self.stats.worker_requests += ev.requests
         if ev.committed_at:
             self._committed_at[output] = ev.committed_at

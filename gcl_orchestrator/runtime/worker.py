@@ -3,10 +3,12 @@
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -21,7 +23,7 @@ from ..errors import (
     UnknownHandlerType,
 )
 from ..interfaces import ObjectStore, Task
-from ..model import ComputationFailed, ComputationSucceeded
+from ..model import ComputationBlocked, ComputationFailed, ComputationResumed, ComputationSucceeded
 from ..spec import encode_gcl
 from . import audit
 from .context import HandlerContext
@@ -116,12 +118,64 @@ def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str,
     except GclError as exc:
         conn.send(("fatal", str(exc)))
         return
-    conn.send(("ready", os.getpid()))
+    inbox = _Inbox(conn)
+    inbox.send(("ready", os.getpid()))
     while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
+        task = inbox.next()
         if task is None:
             return
-        conn.send(("result", run_task(task, registry, store, lambda event: conn.send(("event", event)))))
+        inbox.send(("result", run_task(task, registry, store, inbox.signal)))
+
+
+class _Inbox:
+    """The worker's side of its pipe. A reader thread takes tasks as they arrive, so the next task is here when
+    the current one ends. While a handler blocks in ctx.wait_for, tasks waiting behind it (and any that arrive)
+    are sent back, so they can run elsewhere: work the handler waits for may be among them."""
+
+    def __init__(self, conn: Any):
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._tasks: collections.deque[Task] = collections.deque()
+        self._closed = False
+        self._blocked = False
+        threading.Thread(target=self._read, name="gclo-worker-inbox", daemon=True).start()
+
+    def send(self, message: tuple[str, Any]) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def next(self) -> Task | None:
+        with self._cond:
+            while not self._tasks and not self._closed:
+                self._cond.wait()
+            return self._tasks.popleft() if self._tasks else None
+
+    def signal(self, event: object) -> None:
+        """Events a running handler raises go to the orchestrator; blocking also hands back waiting tasks."""
+        if isinstance(event, ComputationBlocked):
+            with self._cond:
+                self._blocked = True
+                while self._tasks:
+                    self.send(("returned", self._tasks.popleft()))
+        elif isinstance(event, ComputationResumed):
+            with self._cond:
+                self._blocked = False
+        self.send(("event", event))
+
+    def _read(self) -> None:
+        while True:
+            try:
+                task = self._conn.recv()
+            except (EOFError, OSError):
+                task = None
+            with self._cond:
+                if task is None:
+                    self._closed = True
+                    self._cond.notify()
+                    return
+                if self._blocked:
+                    self.send(("returned", task))
+                    continue
+                self._tasks.append(task)
+                self._cond.notify()

@@ -219,6 +219,11 @@ def _stat_file(path: Path, key: str, uri: str) -> os.stat_result:
 def _check_parents(root: Path, key: str) -> None:
     """A key whose parent 'directory' is an object cannot be stored in a directory tree: say so plainly."""
     parts = key.split("/")[:-1]
+    try:
+        if not parts or stat.S_ISDIR(os.stat(root.joinpath(*parts)).st_mode):
+            return  # the parent is a directory, so every ancestor is one too: one stat in the common case
+    except OSError:
+        pass
     cur = root
     for part in parts:
         cur = cur / part

@@ -36,6 +36,10 @@ class RetryingStore(ObjectStore):
                     state.attempt_number, state.next_action.sleep if state.next_action else 0)
 
     def _call(self, fn: Callable[[], T]) -> T:
+        try:  # the first attempt without tenacity's bookkeeping: nearly every call succeeds at once
+            return fn()
+        except TransientStorageError:
+            pass
         return self._retrying(fn)
 
     @property

@@ -112,3 +112,18 @@ def test_a_cancelled_attempt_is_not_reported_as_a_lost_worker(store):
     finally:
         ex.stop(grace_s=0.2)
     assert isinstance(cancelled, ComputationFailed) and not cancelled.worker_lost
+
+
+def test_tasks_queued_behind_a_task_whose_worker_dies_run_on_its_replacement(store):
+    q: queue.Queue = queue.Queue()
+    ex = ProcessExecutor(1, (HANDLERS,), store.uri)
+    ex.start(q.put)
+    try:
+        time.sleep(0.5)  # the worker is ready, so the next tasks are sent to it behind the first
+        for t in (task("boom", "crash", store), task("next1", "echo", store), task("next2", "echo", store)):
+            ex.submit(t)
+        got = {o.computation: o for o in outcomes(q, 3, timeout=20)}
+    finally:
+        ex.stop()
+    assert isinstance(got["boom"], ComputationFailed) and got["boom"].worker_lost
+    assert isinstance(got["next1"], ComputationSucceeded) and isinstance(got["next2"], ComputationSucceeded)
