@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 from .model import ComputationFailed, ComputationSpec, ComputationSucceeded, ObjectCreated
 
@@ -152,6 +152,11 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, task: Task) -> None: ...
+
+    def submit_all(self, tasks: Sequence[Task]) -> None:
+        """Several tasks at once, in order (an executor may hand them over in one step)."""
+        for task in tasks:
+            self.submit(task)
 
     @abc.abstractmethod
     def stop(self, grace_s: float = 5.0) -> None: ...

@@ -155,13 +155,17 @@ class ProcessExecutor(Executor):
         return _Worker(proc, parent, pool)
 
     def submit(self, task: Task) -> None:
-        queue = self._pending.get(task.pool)
-        if queue is None:
-            self._fail(task, f"no worker pool named {task.pool!r}")
-            return
+        self.submit_all((task,))
+
+    def submit_all(self, tasks: Sequence[Task]) -> None:
         with self._lock:
-            queue.append(task)
-        self._wake()
+            for task in tasks:
+                queue = self._pending.get(task.pool)
+                if queue is None:
+                    self._fail(task, f"no worker pool named {task.pool!r}")
+                else:
+                    queue.append(task)
+        self._wake()  # one wake-up for the lot
 
     def cancel(self, computation: str, attempt: int) -> None:
         with self._lock:

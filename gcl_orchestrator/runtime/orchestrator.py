@@ -342,6 +342,7 @@ class Orchestrator:
             first = False
             instructions = self.core.handle(pending, time.time())
             pending = []
+            tasks: list[Task] = []
             for ins in instructions:
                 if isinstance(ins, Dispatch):
                     spec = ins.spec
@@ -354,13 +355,16 @@ class Orchestrator:
                     label = f" as {rec.label}" if rec is not None and rec.alternative else ""
                     log.info("start   %s [%s]%s%s", spec.computation, spec.handler_type, label,
                              f" attempt {ins.attempt}" if ins.attempt > 1 else "")
-                    self.executor.submit(Task(spec, ins.attempt, self.store.uri, ins.pool))
+                    tasks.append(Task(spec, ins.attempt, self.store.uri, ins.pool))
                     if self.stats.first_dispatch is None:
                         self.stats.first_dispatch = time.monotonic()
                     committed = [self._committed_at[k] for k in spec.inputs if k in self._committed_at]
                     if committed:
                         self.stats.write_to_dispatch_s.append(time.time() - max(committed))
                 elif isinstance(ins, Cancel):
+                    if tasks:  # in order: what was dispatched before this cancel is submitted before it
+                        self.executor.submit_all(tasks)
+                        tasks = []
                     log.warning("cancel  %s attempt %d: %s", ins.computation, ins.attempt, ins.reason)
                     self.executor.cancel(ins.computation, ins.attempt)
                 elif isinstance(ins, Reject):
@@ -374,6 +378,8 @@ class Orchestrator:
                     resolution = "slot lent" if ins.kind == "blocked-worker" else \
                         f"failing {len(ins.computations)} computation(s)"
                     log.warning("DEADLOCK (%s): %s; %s", ins.kind, ins.explanation, resolution)
+            if tasks:
+                self.executor.submit_all(tasks)
         self._dirty = True
 
     def _settled(self, ins: Settle) -> None:

@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
+from ..errors import InvalidKeyError
 from ..interfaces import Emit
-from ..model import RESERVED_PREFIX
-from .watch import LocalWatchSource
+from ..model import RESERVED_PREFIX, ObjectCreated, check_key
+from ..storage.local import _version
+from .watch import FRESH_S, LocalWatchSource
 
 try:
     from inotify_simple import INotify, flags
@@ -44,6 +47,7 @@ class InotifySource(LocalWatchSource):
         self._thread: threading.Thread | None = None
         self._inotify: "INotify | None" = None
         self._dirs: dict[int, str] = {}  # watch descriptor -> directory, relative to the root ("" for the root)
+        self._root_prefix = str(self.root) + os.sep
         self._mask = flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM | flags.CREATE
 
     def start(self, emit: Emit) -> None:
@@ -129,6 +133,20 @@ class InotifySource(LocalWatchSource):
                         self._forget_tree(rel)
                     continue
                 if mask & (flags.CLOSE_WRITE | flags.MOVED_TO):
-                    self._report(emit, str(self.root / rel), False)
+                    self._report_key(emit, rel, False)
                 elif mask & flags.CREATE:
-                    self._report(emit, str(self.root / rel), True)
+                    self._report_key(emit, rel, True)
+
+    def _report_key(self, emit: Emit, rel: str, require_settled: bool) -> None:
+        """`_report` for a path already relative to the root (no path objects on the hot path)."""
+        try:
+            key = check_key(rel)
+        except InvalidKeyError:
+            return  # a name no key can have
+        try:
+            st = os.stat(self._root_prefix + rel)
+        except OSError:
+            return  # gone again
+        if require_settled and time.time() - st.st_mtime < FRESH_S:
+            return  # being written: its close event will follow
+        emit(ObjectCreated(key, _version(st), None, self.name))
