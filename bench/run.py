@@ -181,7 +181,8 @@ def bench_local(n_fan: int, n_chain: int, repeat: int) -> dict:
             fan = e2e_fan(d + "/fan", n_fan)
             chain = e2e_chain(d + "/chain", n_chain)
             runs.append((fan, chain))
-    fan = min((r[0] for r in runs), key=lambda s: s["to_last_result_from_start_s"])
+    # the median run (by wall time), not the best: a 2-core machine is noisy
+    fan = sorted((r[0] for r in runs), key=lambda s: s["to_last_result_from_start_s"])[len(runs) // 2]
     p50 = statistics.median(r[1]["write_to_dispatch_p50_s"] for r in runs)
     p99 = statistics.median(r[1]["write_to_dispatch_p99_s"] for r in runs)
     return {"fan": fan, "p50": p50, "p99": p99}
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     n_total = n_fan + 2  # root, leaves, join
 
     rows = bench_core(core_sizes, repeat)
-    local = bench_local(n_fan, n_chain, repeat)
+    local = bench_local(n_fan, n_chain, 1 if args.smoke else 3)
     dask = None if args.no_dask else bench_dask(n_fan)
     sw = None if args.no_seaweedfs else bench_seaweedfs(n_sw)
 

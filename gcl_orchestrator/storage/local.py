@@ -59,9 +59,20 @@ class LocalDirectoryStore(ObjectStore):
         if key.startswith(INTERNAL_DIR):
             raise InvalidKeyError(key, f"{INTERNAL_DIR!r} holds the local store's own files")
         path = self.root / key
-        # A symlink inside the store must not lead reads or writes outside it.
-        if not os.path.realpath(path).startswith(self._root_prefix):
-            raise InvalidKeyError(key, "resolves outside the store directory (through a symbolic link)")
+        # A symlink inside the store must not lead reads or writes outside it. The root is resolved already, so
+        # only the key's own components can be links: the whole path is resolved only when one of them is.
+        cur = self._root_prefix
+        for part in key.split("/"):
+            cur += part
+            try:
+                is_link = stat.S_ISLNK(os.lstat(cur).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                break  # nothing further down exists, so nothing further down is a link
+            if is_link:
+                if not os.path.realpath(path).startswith(self._root_prefix):
+                    raise InvalidKeyError(key, "resolves outside the store directory (through a symbolic link)")
+                break
+            cur += "/"
         return path
 
     def _meta_path(self, key: str) -> Path:
@@ -143,8 +154,8 @@ class LocalDirectoryStore(ObjectStore):
         path = self._path(key)
         meta = normalize_metadata(metadata)
         with _os_errors(key):
-            _check_parents(self.root, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not _check_parents(self.root, key):
+                path.parent.mkdir(parents=True, exist_ok=True)
             tmp: str | None = self._temp_file(body)
             meta_tmp: str | None = None
             try:
@@ -216,12 +227,13 @@ def _stat_file(path: Path, key: str, uri: str) -> os.stat_result:
     return st
 
 
-def _check_parents(root: Path, key: str) -> None:
-    """A key whose parent 'directory' is an object cannot be stored in a directory tree: say so plainly."""
+def _check_parents(root: Path, key: str) -> bool:
+    """A key whose parent 'directory' is an object cannot be stored in a directory tree: say so plainly.
+    True when the parent directory exists already."""
     parts = key.split("/")[:-1]
     try:
         if not parts or stat.S_ISDIR(os.stat(root.joinpath(*parts)).st_mode):
-            return  # the parent is a directory, so every ancestor is one too: one stat in the common case
+            return True  # the parent is a directory, so every ancestor is one too: one stat in the common case
     except OSError:
         pass
     cur = root
@@ -231,6 +243,7 @@ def _check_parents(root: Path, key: str) -> None:
             raise PermanentStorageError(
                 f"cannot store key {key!r}: {'/'.join(parts[:parts.index(part) + 1])!r} is an object, and a local "
                 "directory store cannot hold both a key and keys below it")
+    return False
 
 
 def _unlink(path: str | Path) -> None:
