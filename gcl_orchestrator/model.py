@@ -9,7 +9,7 @@ import functools
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .errors import InvalidKeyError
 
@@ -183,6 +183,8 @@ class ComputationSpec:
 
 
 # --- events from sources and executors (the one queue carries all of these) -------------------------------------
+# Events and instructions made once per computation are NamedTuples: as immutable as a frozen dataclass, and four
+# times cheaper to build, which the scheduling core's throughput feels. The rarer ones stay dataclasses.
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,7 @@ class ObjectCreated:
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class ComputationSucceeded:
+class ComputationSucceeded(NamedTuple):
     """A handler finished and its output is committed. `specs` are the ones it emitted (None: read metadata)."""
 
     computation: str
@@ -215,8 +216,7 @@ class ComputationSucceeded:
     requests: int = 0  # store requests the attempt made (where the store counts them)
 
 
-@dataclass(frozen=True)
-class ComputationFailed:
+class ComputationFailed(NamedTuple):
     computation: str
     attempt: int
     error: str
@@ -246,8 +246,7 @@ class ComputationResumed:
 # --- events the core consumes (the runtime resolves ObjectCreated into ObjectAvailable) -------------------------
 
 
-@dataclass(frozen=True)
-class ObjectAvailable:
+class ObjectAvailable(NamedTuple):
     """`key` exists in the store. `specs` came with it in GCL metadata; `gcl_error` says why its GCL was rejected."""
 
     key: str
@@ -271,8 +270,7 @@ CoreEvent = (ObjectAvailable | SpecsSubmitted | ComputationSucceeded | Computati
 # --- instructions the core emits -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Dispatch:
+class Dispatch(NamedTuple):
     """Run `spec` now in worker pool `pool`. Attempt numbers start at 1 and count every attempt of the
     computation, alternatives included; `spec` is the variant to run (an alternative applied, if any)."""
 
@@ -290,8 +288,7 @@ class Cancel:
     reason: str
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     """What a completion handler is told: which computation ended, how, after how many attempts, with which
     error, and which variant (the computation itself or an alternative) produced the output."""
 
@@ -333,8 +330,7 @@ class Reject:
     reason: str
 
 
-@dataclass(frozen=True)
-class Settle:
+class Settle(NamedTuple):
     """A computation reached a final state (done, failed, upstream-failed); `detail` says how, empty for a
     plain success. The runtime logs it and publishes a completion event."""
 

@@ -11,7 +11,6 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import asdict
 from typing import Any, Callable
 
 from ..errors import GclError
@@ -99,7 +98,7 @@ class Notifier:
     def _write(self, batch: list[tuple[Completion, float]]) -> None:
         if not batch:
             return
-        lines = [json.dumps({**asdict(c), "state": c.state.value, "at": at}) for c, at in batch]
+        lines = [json.dumps({**c._asdict(), "state": c.state.value, "at": at}) for c, at in batch]
         try:
             self.store.put(event_key(batch[0][0].computation, batch[0][1], len(batch)),
                            ("\n".join(lines) + "\n").encode(), {"content-type": "application/x-ndjson"})

@@ -324,7 +324,7 @@ class Orchestrator:
         extra: list[Any] = []
         if ev.specs is None:  # the output was already there: its own metadata says what follows
             specs, error = self._gcl_for(output, ev.metadata)
-            ev = dataclasses.replace(ev, specs=specs)
+            ev = ev._replace(specs=specs)
             if error:
                 extra.append(ObjectAvailable(output, (), error))
             log.info("done    %s: output %s was already there; kept it", ev.computation, output)
