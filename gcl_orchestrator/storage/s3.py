@@ -57,6 +57,20 @@ def parse_s3_uri(uri: str) -> tuple[str, str, dict[str, str]]:
     return bucket, prefix, options
 
 
+
+SMALL_BODY = 1 << 20
+
+
+def _no_continue_for_small_bodies(request: Any, **_: Any) -> None:
+    """botocore asks the server for "100 Continue" before sending any PUT body: one more round trip per write,
+    which pays off only for a large body the server might refuse. Outputs are mostly small."""
+    try:
+        size = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        return
+    if size < SMALL_BODY and "Expect" in request.headers:
+        del request.headers["Expect"]
+
 class S3ObjectStore(ObjectStore):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
                  client: Any = None, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0):
@@ -71,6 +85,7 @@ class S3ObjectStore(ObjectStore):
             client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region,
                                                     config=config)
         self.client = client
+        client.meta.events.register("before-send.s3.PutObject", _no_continue_for_small_bodies)
         self.endpoint = client.meta.endpoint_url
         self.requests: collections.Counter[str] = collections.Counter()
         self._server: str | None = None

@@ -165,3 +165,14 @@ def test_requests_are_counted_by_operation(seaweedfs):
     store.get("a")
     list(store.list())
     assert store.requests == {"PutObject": 1, "HeadObject": 1, "GetObject": 1, "ListObjectsV2": 1}
+
+
+@pytest.mark.parametrize("size, expect_sent", [(10, False), (2 << 20, True)])
+def test_a_small_put_skips_the_100_continue_round_trip(seaweedfs, size, expect_sent):
+    store = S3ObjectStore(new_bucket(seaweedfs.endpoint), endpoint_url=seaweedfs.endpoint)
+    sent = []
+    store.client.meta.events.register("before-send.s3.PutObject",
+                                      lambda request, **_: sent.append("Expect" in request.headers))
+    store.create("out.bin", b"x" * size)
+    assert sent == [expect_sent]
+    assert store.get("out.bin").info.size == size
