@@ -132,6 +132,8 @@ class Scheduler:
         general = [p for p in config.pools if not p.handler_types]
         self._general = general[0].name if general else None
         self._affinity = {t: p.name for p in config.pools for t in p.handler_types}
+        self._plain_route = self._general if not self._affinity else None
+        self._ageing = config.ageing_per_s
         self._records: dict[str, ComputationRecord] = {}
         self._producer: dict[str, str] = {}  # output key -> computation
         self._consumers: dict[str, set[str]] = {}  # input key -> computations reading it
@@ -166,36 +168,48 @@ class Scheduler:
         out: list[Instruction] = []
         if events:
             self._last_activity = now
+        records = self._records
+        running = State.RUNNING
         for ev in events:
             kind = type(ev)
-            if kind is ObjectAvailable:
+            if kind is ComputationSucceeded:
+                rec = records.get(ev.computation)
+                if rec is not None and rec.state is running and rec.attempts == ev.attempt:
+                    self._make_available(rec.spec.output, now, out)
+            elif kind is ObjectAvailable:
                 self._make_available(ev.key, now, out)
-            elif kind is ComputationSucceeded and self._is_current(ev.computation, ev.attempt):
-                self._make_available(self._records[ev.computation].spec.output, now, out)
         for ev in events:
-            if isinstance(ev, ObjectAvailable):
+            kind = type(ev)
+            if kind is ComputationSucceeded:
+                rec = records.get(ev.computation)
+                if rec is not None and rec.state is running and rec.attempts == ev.attempt:
+                    self._release(rec)
+                    self._set_state(rec, State.DONE)
+                    rec.finished_at = now
+                    rec.produced_by = rec.label
+                    out.append(Settle(rec.spec.computation, State.DONE, ""))
+                    if rec.subscribers:
+                        self._announce(rec, out)
+                    if ev.specs:
+                        output = rec.spec.output
+                        for spec in ev.specs:
+                            self._register(output, spec, now, out, ev.subscriber)
+            elif kind is ObjectAvailable:
                 if ev.gcl_error:
                     self._reject(ev.key, None, ev.gcl_error, now, out)
                 self._register_all(ev.key, ev.specs, now, out)
-            elif isinstance(ev, SpecsSubmitted):
+            elif kind is SpecsSubmitted:
                 self._register_all(ev.source, ev.specs, now, out, ev.subscriber)
-            elif isinstance(ev, ComputationSucceeded):
-                if self._is_current(ev.computation, ev.attempt):
-                    rec = self._finish(ev.computation, State.DONE, now)
-                    rec.produced_by = rec.label
-                    out.append(Settle(rec.name, State.DONE, ""))
-                    self._announce(rec, out)
-                    self._register_all(rec.spec.output, ev.specs or (), now, out, ev.subscriber)
-            elif isinstance(ev, ComputationFailed):
+            elif kind is ComputationFailed:
                 if self._is_current(ev.computation, ev.attempt):
                     rec = self._records[ev.computation]
                     if ev.worker_lost:
                         rec.lost_attempts += 1
                     self._failed_attempt(rec, ev.error, ev.permanent, now, out, release=True)
-            elif isinstance(ev, ComputationBlocked):
+            elif kind is ComputationBlocked:
                 if self._is_current(ev.computation, ev.attempt):
                     self._block(self._records[ev.computation], ev.keys, out)
-            elif isinstance(ev, ComputationResumed):
+            elif kind is ComputationResumed:
                 rec = self._records.get(ev.computation)
                 if rec is not None and self._is_current(ev.computation, ev.attempt) and rec.blocked_on:
                     rec.blocked_on = ()
@@ -420,7 +434,7 @@ class Scheduler:
         self._seq += 1
         # Ageing: effective priority p + rate * (t - ready_at) orders like p - rate * ready_at at any time t,
         # so a static heap key ages every entry without touching it.
-        key = rec.current.priority - self.config.ageing_per_s * now
+        key = (rec.current if rec.alternative else rec.spec).priority - self._ageing * now
         heapq.heappush(self._pools[rec.pool].ready, (-key, self._seq, rec.name))
 
     def _reject(self, source: str, computation: str | None, reason: str, now: float,
@@ -453,18 +467,24 @@ class Scheduler:
             self._reject(source, spec.computation,
                          f"output {spec.output!r} is already produced by computation {other!r}", now, out)
             return
-        cycle = self._find_cycle(spec)
-        if cycle is not None:
-            self._reject(source, spec.computation, str(CycleError(spec.computation, cycle)), now, out)
-            return
+        if self._consumers.get(spec.output):  # only then can this spec close a cycle
+            cycle = self._find_cycle(spec)
+            if cycle is not None:
+                self._reject(source, spec.computation, str(CycleError(spec.computation, cycle)), now, out)
+                return
+        name = spec.computation
         subscribers = tuple(dict.fromkeys(spec.notify + (subscriber,))) if subscriber else spec.notify
-        rec = ComputationRecord(spec=spec, source=source, state=State.WAITING, registered_at=now,
-                                subscribers=subscribers)
+        rec = ComputationRecord(spec, source, State.WAITING, registered_at=now, subscribers=subscribers)
         self._counts[State.WAITING] += 1
-        self._records[spec.computation] = rec
-        self._producer[spec.output] = spec.computation
+        self._records[name] = rec
+        self._producer[spec.output] = name
+        consumers = self._consumers
         for key in spec.inputs:
-            self._consumers.setdefault(key, set()).add(spec.computation)
+            readers = consumers.get(key)
+            if readers is None:
+                consumers[key] = {name}
+            else:
+                readers.add(name)
         if spec.output in self._available:
             self._settle_existing(rec, now, out)
             return
@@ -479,10 +499,13 @@ class Scheduler:
             self._announce(rec, out)
             self._fail_downstream(rec, now, out, culprit)
             return
-        problem = self._choose_variant(rec)
-        if problem is not None:
-            self._fail(rec, now, out, problem)
-            return
+        if self._plain_route and not spec.resources:
+            rec.pool = self._plain_route  # no affinity pools, no resources: the general pool, no questions
+        else:
+            problem = self._choose_variant(rec)
+            if problem is not None:
+                self._fail(rec, now, out, problem)
+                return
         if rec.alternative:
             rec.note = f"alternative {rec.alternative} ({rec.label}): no pool can run the ones before"
         available = self._available
