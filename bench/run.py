@@ -5,7 +5,8 @@ JSON to bench/results/.
 Figures:
   core      computations per second through the pure scheduling core (register, become ready, dispatch,
             complete), for a chain, a wide fan-out/fan-in and a random graph grown by emitted fragments, at 10k
-            and 100k computations; growth = time(100k) / time(10k) (10 is linear).
+            and 100k computations; growth = time(100k) / time(10k) (10 is linear). Run with the garbage
+            collector settings `gclo run` uses (runtime.tune_garbage_collection).
   e2e       the dynamic fan-out/fan-in (a root reads N, spawns N leaves and a join over them; every result is
             persisted to the store) with no-op handlers in 2 worker processes: wall time from start-up to the
             last result, steady computations per second (between the 10th and 90th percentile of completion
@@ -41,6 +42,7 @@ from gcl_orchestrator.model import (  # noqa: E402
     ObjectAvailable,
 )
 from gcl_orchestrator.spec import encode_gcl, spec_from_mapping  # noqa: E402
+from gcl_orchestrator.runtime import tune_garbage_collection  # noqa: E402
 from gcl_orchestrator.storage import open_store  # noqa: E402
 
 HANDLERS = str(HERE / "handlers.py")
@@ -265,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("gclo").setLevel(logging.WARNING)
+    tune_garbage_collection()  # the collector settings `gclo run` uses
 
     if args.smoke:
         core_sizes, n_fan, n_chain, n_sw, repeat = (200, 2000), 50, 20, 30, 1

@@ -16,7 +16,7 @@ from .config import DevSettings, HandlerRegistry, RunSettings, base_store, build
 from .devservers import SeaweedFS
 from .errors import ConfigError, ObjectNotFound, SpecError, StorageError
 from .model import check_key
-from .runtime import read_status, render_status
+from .runtime import read_status, render_status, tune_garbage_collection
 from .spec import encode_gcl, load_gcl
 from .storage import S3ObjectStore, open_store
 
@@ -24,6 +24,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def run(settings: RunSettings) -> int:
+    tune_garbage_collection()
     orchestrator = build_orchestrator(settings)
 
     def stop(signum: int, _frame: object) -> None:

@@ -2,8 +2,9 @@
 from .context import HandlerContext
 from .executors import ProcessExecutor, ThreadExecutor
 from .handlers import HandlerRegistry, handler
-from .orchestrator import EventQueue, Orchestrator, RunOptions, RunResult
+from .orchestrator import EventQueue, Orchestrator, RunOptions, RunResult, tune_garbage_collection
 from .status import STATUS_KEY, read_status, render_status
 
 __all__ = ["HandlerContext", "HandlerRegistry", "handler", "Orchestrator", "RunOptions", "RunResult",
-           "EventQueue", "ProcessExecutor", "ThreadExecutor", "STATUS_KEY", "read_status", "render_status"]
+           "EventQueue", "ProcessExecutor", "ThreadExecutor", "STATUS_KEY", "read_status", "render_status",
+           "tune_garbage_collection"]
