@@ -211,6 +211,8 @@ class ProcessExecutor(Executor):
     def _grow(self) -> None:
         """A pool with queued work whose handlers have lent slots (blocked in ctx.wait_for, keeping their
         process) and no idle or starting worker: start one more worker for it."""
+        if not any(w.blocked for w in self._workers):
+            return  # the common case: nobody lent a slot
         with self._lock:
             queued = {name for name, queue in self._pending.items() if queue}
         for name in queued:
