@@ -127,8 +127,9 @@ class Executor(abc.ABC):
     Contract:
     - `start(emit)` before any `submit`; `capacity` says how many tasks run at once in all, and `task.pool`
       names the worker pool a task runs in. The core submits to a pool at most its slots × (1 + `prefetch`)
-      tasks at once: an executor with `prefetch` 1 queues up to one more task per slot itself, so that a worker
-      that finishes finds its next task without waiting for the orchestrator; it still runs at most `slots`.
+      tasks at once: an executor with `prefetch` N holds up to N more tasks per slot itself, so that a worker
+      that finishes finds its next task without waiting for the orchestrator; it still runs at most `slots`
+      at once (the core never hands it a task with a time-out beyond the slots: that clock starts at dispatch).
     - `submit(task)` never blocks on the task. Exactly one ComputationSucceeded or ComputationFailed is emitted
       per submitted task, carrying the task's computation and attempt, also when the handler crashes its
       worker, is cancelled, hangs past `stop`, or the worker cannot start.
@@ -142,7 +143,7 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def capacity(self) -> int: ...
 
-    prefetch: int = 0
+    prefetch: int = 0  # tasks per slot the executor may hold beyond what it runs (see above)
 
     @abc.abstractmethod
     def cancel(self, computation: str, attempt: int) -> None: ...

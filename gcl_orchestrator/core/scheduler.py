@@ -310,13 +310,6 @@ class Scheduler:
             for name, amount in resources.items():
                 pool.used[name] = pool.used.get(name, 0.0) - amount
 
-    def _finish(self, name: str, state: State, now: float) -> ComputationRecord:
-        rec = self._records[name]
-        self._release(rec)
-        self._set_state(rec, state)
-        rec.finished_at = now
-        return rec
-
     def _announce(self, rec: ComputationRecord, out: list[Instruction]) -> None:
         for handler_type in rec.subscribers:
             out.append(Notify(handler_type, Completion(rec.name, rec.state, rec.spec.output, rec.attempts,

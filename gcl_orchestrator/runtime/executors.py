@@ -72,7 +72,7 @@ class ThreadExecutor(Executor):
 
 
 _SENTINEL = object()
-PIPELINE = 4  # tasks sent to a worker at once: the one it runs and the next
+PIPELINE = 4  # tasks a worker holds at most: the one it runs and those it starts next
 
 
 @dataclass
@@ -97,9 +97,9 @@ class ProcessExecutor(Executor):
     is replaced. Workers load the handler sources themselves, so handlers cross the process boundary as
     `--handlers` strings, never as pickled functions.
 
-    Keeping workers busy: the core dispatches one task per slot beyond the slots (`prefetch`), and each worker
-    is sent its next task while it still runs the current one (PIPELINE deep), so it starts the next at once,
-    without waiting for this process. A task with a time-out only goes to an idle worker (its clock runs from
+    Keeping workers busy: the core dispatches up to `prefetch` tasks per slot beyond the slots, and each worker
+    is sent its next tasks while it still runs the current one (up to PIPELINE in all), so it starts the next at
+    once, without waiting for this process. A task with a time-out only goes to an idle worker (its clock runs from
     dispatch), and a worker whose handler blocks in ctx.wait_for sends back what waits behind it. No more than
     a pool's slots run at once, plus one more worker per handler that lent its slot.
     """
@@ -276,7 +276,10 @@ class ProcessExecutor(Executor):
             assert self._emit is not None
             self._emit(payload)
         elif kind == "returned":  # it waited behind a handler that blocked: back to the front of the queue
-            w.tasks.remove(payload)
+            try:
+                w.tasks.remove(payload)
+            except ValueError:
+                log.debug("%s returned a task it was not holding: %s", w.process.name, payload.spec.computation)
             with self._lock:
                 self._pending[w.pool].appendleft(payload)
         elif kind == "fatal":
