@@ -21,7 +21,10 @@ EPILOG = """examples:
   gclo validate pipeline.yaml
 
 exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate);
-2 bad arguments, handlers or rules; 3 the store cannot be used; 130 interrupted."""
+2 bad arguments, handlers or rules; 3 the store cannot be used; 130 interrupted.
+
+environment: AWS_* as for any boto3 client; GCLO_AUDIT_LOG=FILE appends one JSON line per attempt start and
+output commit, from every worker process (who wrote which key, in which attempt)."""
 
 
 def _parser() -> argparse.ArgumentParser:
