@@ -53,6 +53,7 @@ class InotifySource(LocalWatchSource):
     def start(self, emit: Emit) -> None:
         self._stopped = False
         self._stop_event = threading.Event()
+        self._dirs = {}
         self._inotify = INotify()
         self._watch_tree("")
         self._thread = threading.Thread(target=self._loop, args=(emit,), name="gclo-watch", daemon=True)
