@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from watchdog.events import (
@@ -35,6 +36,10 @@ FRESH_S = 1.0
 # source is stopping) and users would read it as a failure.
 logging.getLogger("watchdog.observers.inotify").addFilter(
     lambda record: "called when the thread is inactive" not in record.getMessage())
+# Its inotify observer also warns when a directory created in a burst gets its watch twice; the second simply
+# replaces the first.
+warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning,
+                        module="watchdog.observers.inotify")
 
 
 class LocalWatchSource(EventSource):
