@@ -169,6 +169,7 @@ class Scheduler:
         if events:
             self._last_activity = now
         records = self._records
+        counts = self._counts
         running = State.RUNNING
         for ev in events:
             kind = type(ev)
@@ -184,9 +185,11 @@ class Scheduler:
                 rec = records.get(ev.computation)
                 if rec is not None and rec.state is running and rec.attempts == ev.attempt:
                     self._release(rec)
-                    self._set_state(rec, State.DONE)
+                    counts[running] -= 1  # _set_state(rec, DONE), inline
+                    counts[State.DONE] += 1
+                    rec.state = State.DONE
                     rec.finished_at = now
-                    rec.produced_by = rec.label
+                    rec.produced_by = rec.label if rec.alternative else rec.spec.computation
                     out.append(Settle(rec.spec.computation, State.DONE, ""))
                     if rec.subscribers:
                         self._announce(rec, out)
@@ -216,9 +219,11 @@ class Scheduler:
                     self._pools[rec.pool].running += 1  # may exceed the slots until someone finishes
             else:
                 raise TypeError(f"the scheduler does not handle {type(ev).__name__}")
-        self._fire_timers(now, out)
+        if self._timers and self._timers[0][0] <= now:
+            self._fire_timers(now, out)
         self._dispatch(now, out)
-        self._check_deadlock(now, out)
+        if self.config.deadlock_grace_s is not None and counts[State.WAITING]:
+            self._check_deadlock(now, out)
         return out
 
     # --- queries (cheap; none scans the graph unless its name says so) ------------------------------------------
@@ -305,7 +310,7 @@ class Scheduler:
             rec.blocked_on = ()  # its slot was lent out already
         else:
             pool.running -= 1
-        resources = rec.current.resources
+        resources = (rec.current if rec.alternative else rec.spec).resources
         if resources:
             for name, amount in resources.items():
                 pool.used[name] = pool.used.get(name, 0.0) - amount
@@ -422,7 +427,10 @@ class Scheduler:
         self._announce(rec, out)
 
     def _make_ready(self, rec: ComputationRecord, now: float) -> None:
-        self._set_state(rec, State.READY)
+        counts = self._counts  # _set_state, inline: this runs once per computation
+        counts[rec.state] -= 1
+        counts[State.READY] += 1
+        rec.state = State.READY
         rec.ready_at = now
         self._seq += 1
         # Ageing: effective priority p + rate * (t - ready_at) orders like p - rate * ready_at at any time t,
@@ -631,6 +639,7 @@ class Scheduler:
         if self._paused:
             return
         prefetch = self.config.prefetch
+        counts = self._counts
         for pool in self._pools.values():
             slots = pool.spec.slots
             while pool.ready and pool.running < slots * (1 + prefetch):
@@ -639,7 +648,7 @@ class Scheduler:
                 if rec.state is not State.READY:
                     heapq.heappop(pool.ready)  # settled while queued (its output appeared)
                     continue
-                spec = rec.current
+                spec = rec.current if rec.alternative else rec.spec
                 if pool.running >= slots and spec.timeout_s is not None:
                     break  # would wait in the executor's queue while its clock runs
                 demand = spec.resources
@@ -650,7 +659,9 @@ class Scheduler:
                         pool.used[r] = pool.used.get(r, 0.0) + a
                 heapq.heappop(pool.ready)
                 pool.running += 1
-                self._set_state(rec, State.RUNNING)
+                counts[State.READY] -= 1  # _set_state(rec, RUNNING), inline
+                counts[State.RUNNING] += 1
+                rec.state = State.RUNNING
                 rec.attempts += 1
                 rec.variant_attempts += 1
                 rec.started_at = now
