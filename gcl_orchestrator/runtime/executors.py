@@ -355,10 +355,9 @@ class ProcessExecutor(Executor):
                 elif key.data is _SENTINEL:
                     died = True
                 else:
-                    w = key.data
-                    # everything this worker already sent, in one go
-                    while self._receive(w) and w.conn.poll():
-                        pass
+                    # one message; if more are waiting, the selector reports the pipe again at once
+                    # (Connection.poll would build a selector of its own for every call)
+                    self._receive(key.data)
             if not died and not self._stopping:
                 continue
             # Sentinels after connections, so a result sent just before a worker exited is not lost.
