@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.full:
         core_sizes, n_fan, n_chain, n_sw, repeat = (10_000, 100_000), 1000, 300, 1000, 3
     else:
-        core_sizes, n_fan, n_chain, n_sw, repeat = (10_000, 100_000), 1000, 150, 300, 1
+        core_sizes, n_fan, n_chain, n_sw, repeat = (10_000, 100_000), 1000, 150, 300, 2
     n_total = n_fan + 2  # root, leaves, join
 
     rows = bench_core(core_sizes, repeat)

@@ -210,6 +210,7 @@ class Orchestrator:
                      len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.capacity)
             self._handle([ObjectCreated(k, e, None, "listing") for k, e in listing.items()])
             last_event = last_status = last_progress = time.monotonic()
+            status_every = opts.status_interval_s
             last_counts: dict[State, int] = {}
             while not self._stop_requested:
                 wake = self.core.next_wakeup()
@@ -221,9 +222,12 @@ class Orchestrator:
                     self._handle(events)
                 if wake is not None and time.time() >= wake:
                     self._feed([])  # time alone changes things: a retry is due, a time-out, a deadlock
-                if self._dirty and now - last_status >= opts.status_interval_s:
-                    self._save_status()
-                    last_status = now
+                if self._dirty and now - last_status >= status_every:
+                    took = self._save_status()
+                    last_status = time.monotonic()
+                    # The document is a snapshot of the whole graph: on a large graph it is written less often,
+                    # so that writing it never takes more than a tenth of the loop's time.
+                    status_every = max(opts.status_interval_s, 10 * took)
                 counts = self.core.counts()
                 if now - last_progress >= opts.progress_interval_s and counts != last_counts:
                     log.info("progress: %s", _progress(counts))
@@ -430,13 +434,16 @@ class Orchestrator:
         self._incidents.append({"at": time.time(), "key": key, "message": message})
         self._dirty = True
 
-    def _save_status(self) -> None:
+    def _save_status(self) -> float:
+        """Write the status document; returns how long that took."""
+        started = time.monotonic()
         self._info["handlers"] = self.handler_types.types()
         try:
             write_status(self.store, build_status(self.core, dict(self._info), self._incidents, time.time()))
             self._dirty = False
         except GclError as exc:
             log.warning("could not write status to %s: %s", self.store.describe(), exc)
+        return time.monotonic() - started
 
     def _drain_after_stop(self) -> None:
         """Outcomes the executor reported while stopping still count (a finished output is not 'running')."""
