@@ -189,7 +189,7 @@ class Scheduler:
                     counts[State.DONE] += 1
                     rec.state = State.DONE
                     rec.finished_at = now
-                    rec.produced_by = rec.label if rec.alternative else rec.spec.computation
+                    rec.produced_by = rec.label
                     out.append(Settle(rec.spec.computation, State.DONE, ""))
                     if rec.subscribers:
                         self._announce(rec, out)
@@ -310,7 +310,7 @@ class Scheduler:
             rec.blocked_on = ()  # its slot was lent out already
         else:
             pool.running -= 1
-        resources = (rec.current if rec.alternative else rec.spec).resources
+        resources = rec.current.resources
         if resources:
             for name, amount in resources.items():
                 pool.used[name] = pool.used.get(name, 0.0) - amount
@@ -435,7 +435,7 @@ class Scheduler:
         self._seq += 1
         # Ageing: effective priority p + rate * (t - ready_at) orders like p - rate * ready_at at any time t,
         # so a static heap key ages every entry without touching it.
-        key = (rec.current if rec.alternative else rec.spec).priority - self._ageing * now
+        key = rec.current.priority - self._ageing * now
         heapq.heappush(self._pools[rec.pool].ready, (-key, self._seq, rec.name))
 
     def _reject(self, source: str, computation: str | None, reason: str, now: float,
@@ -648,7 +648,7 @@ class Scheduler:
                 if rec.state is not State.READY:
                     heapq.heappop(pool.ready)  # settled while queued (its output appeared)
                     continue
-                spec = rec.current if rec.alternative else rec.spec
+                spec = rec.current
                 if pool.running >= slots and spec.timeout_s is not None:
                     break  # would wait in the executor's queue while its clock runs
                 demand = spec.resources

@@ -17,14 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 from ..errors import InvalidKeyError
 from ..interfaces import Emit
-from ..model import RESERVED_PREFIX, ObjectCreated, check_key
-from ..storage.local import _version
-from .watch import FRESH_S, LocalWatchSource
+from ..model import RESERVED_PREFIX, check_key
+from .watch import LocalWatchSource
 
 try:
     from inotify_simple import INotify, flags
@@ -144,10 +142,4 @@ class InotifySource(LocalWatchSource):
             key = check_key(rel)
         except InvalidKeyError:
             return  # a name no key can have
-        try:
-            st = os.stat(self._root_prefix + rel)
-        except OSError:
-            return  # gone again
-        if require_settled and time.time() - st.st_mtime < FRESH_S:
-            return  # being written: its close event will follow
-        emit(ObjectCreated(key, _version(st), None, self.name))
+        self._report_file(emit, key, self._root_prefix + rel, require_settled)

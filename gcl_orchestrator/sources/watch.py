@@ -63,8 +63,11 @@ class LocalWatchSource(EventSource):
 
     def _report(self, emit: Emit, path: str | bytes, require_settled: bool) -> None:
         key = self._key(path)
-        if key is None:
-            return
+        if key is not None:
+            self._report_file(emit, key, path, require_settled)
+
+    def _report_file(self, emit: Emit, key: str, path: str | bytes, require_settled: bool) -> None:
+        """Report `key` (the file at `path`) with its version, unless it is gone or, if asked, still fresh."""
         try:
             st = os.stat(path)
         except OSError:
