@@ -83,7 +83,7 @@ class ComputationRecord:
     alternative: int  # 0: the spec itself; i: spec.alternatives[i - 1]
     pool: str
     last_error: str | None
-    errors: list[str]
+    errors: tuple[str, ...]  # every failed attempt and unplaceable variant, oldest first
     note: str
     produced_by: str | None  # name of the variant that produced the output
     registered_at: float
@@ -105,7 +105,7 @@ class ComputationRecord:
         self.attempts = self.variant_attempts = self.lost_attempts = self.alternative = 0
         self.pool = self.note = ""
         self.last_error = self.produced_by = None
-        self.errors = []
+        self.errors = ()
         self.registered_at = registered_at
         self.ready_at = self.started_at = self.finished_at = self.retry_at = None
         self.blocked_on = ()
@@ -138,9 +138,14 @@ class Rejection:
 @dataclass
 class _Pool:
     spec: PoolSpec
-    ready: list[tuple[float, int, str]] = field(default_factory=list)  # (-aged priority, order, computation)
+    # Ready work, highest aged priority first and first come first within one: a heap of the distinct keys
+    # (negated aged priority) and a FIFO of computations per key. Computations made ready together share a key,
+    # so the heap stays small and compares floats, not (key, order, name) tuples.
+    ready: list[float] = field(default_factory=list)
+    queued: dict[float, deque[str]] = field(default_factory=dict)
     running: int = 0
     used: dict[str, float] = field(default_factory=dict)
+    limit: int = 0  # attempts it may hold: its slots, plus what the executor queues ahead (prefetch per slot)
 
 
 class Scheduler:
@@ -156,12 +161,13 @@ class Scheduler:
             raise ValueError("every pool needs at least one slot")
         self.config = config
         self._rng = rng or random.Random(0)
-        self._pools = {p.name: _Pool(p) for p in config.pools}
+        self._pools = {p.name: _Pool(p, limit=p.slots * (1 + config.prefetch)) for p in config.pools}
         general = [p for p in config.pools if not p.handler_types]
         self._general = general[0].name if general else None
         self._affinity = {t: p.name for p in config.pools for t in p.handler_types}
         self._plain_route = self._general if not self._affinity else None
         self._ageing = config.ageing_per_s
+        self._grace = config.deadlock_grace_s
         self._records: dict[str, ComputationRecord] = {}
         self._producer: dict[str, str] = {}  # output key -> computation
         self._consumers: dict[str, set[str]] = {}  # input key -> computations reading it
@@ -196,64 +202,69 @@ class Scheduler:
         out: list[Instruction] = []
         if events:
             self._last_activity = now
+            self._apply(events, now, out)
+        if self._timers and self._timers[0][0] <= now:
+            self._fire_timers(now, out)
+        self._dispatch(now, out)
+        grace = self._grace
+        if grace is not None and now >= self._last_activity + grace and self._counts[WAITING]:
+            self._check_deadlock(now, out)
+        return out
+
+    def _apply(self, events: list[object], now: float, out: list[Instruction]) -> None:
         records = self._records
+        counts = self._counts
+        pools = self._pools
+        register: list[tuple[str, tuple[ComputationSpec, ...], str | None]] = []  # after every object is there
         for ev in events:
             kind = type(ev)
             if kind is ComputationSucceeded:
                 rec = records.get(ev[0])
-                if rec is not None and rec.state is RUNNING and rec.attempts == ev[1]:
-                    self._make_available(rec.spec.output, now, out)
+                if rec is None or rec.state is not RUNNING or rec.attempts != ev[1]:
+                    continue  # a late or repeated report of an attempt that no longer counts
+                spec = rec.spec
+                self._make_available(spec.output, now, out)
+                if rec.blocked_on or rec.alternative or spec.resources:
+                    self._release(rec)
+                else:
+                    pools[rec.pool].running -= 1  # _release, inline for the plain case
+                counts[RUNNING] -= 1  # _set_state(rec, DONE), inline
+                counts[DONE] += 1
+                rec.state = DONE
+                rec.finished_at = now
+                rec.produced_by = spec.computation if not rec.alternative else rec.label
+                out.append(_new(Settle, (spec.computation, DONE, "")))
+                if rec.subscribers:
+                    self._announce(rec, out)
+                if ev.specs:
+                    register.append((spec.output, ev.specs, ev.subscriber))
             elif kind is ObjectAvailable:
                 self._make_available(ev[0], now, out)
-        counts = self._counts
-        for ev in events:
-            kind = type(ev)
-            if kind is ComputationSucceeded:
-                rec = records.get(ev[0])
-                if rec is not None and rec.state is RUNNING and rec.attempts == ev[1]:
-                    self._release(rec)
-                    counts[RUNNING] -= 1  # _set_state(rec, DONE), inline
-                    counts[DONE] += 1
-                    rec.state = DONE
-                    rec.finished_at = now
-                    name = rec.spec.computation
-                    rec.produced_by = name if not rec.alternative else rec.label
-                    out.append(_new(Settle, (name, DONE, "")))
-                    if rec.subscribers:
-                        self._announce(rec, out)
-                    if ev.specs:
-                        output = rec.spec.output
-                        subscriber = ev.subscriber
-                        for spec in ev.specs:
-                            self._register(output, spec, now, out, subscriber)
-            elif kind is ObjectAvailable:
                 if ev.gcl_error:
                     self._reject(ev.key, None, ev.gcl_error, now, out)
-                self._register_all(ev.key, ev.specs, now, out)
+                if ev.specs:
+                    register.append((ev.key, ev.specs, None))
             elif kind is SpecsSubmitted:
-                self._register_all(ev.source, ev.specs, now, out, ev.subscriber)
+                register.append((ev.source, ev.specs, ev.subscriber))
             elif kind is ComputationFailed:
                 if self._is_current(ev.computation, ev.attempt):
-                    rec = self._records[ev.computation]
+                    rec = records[ev.computation]
                     if ev.worker_lost:
                         rec.lost_attempts += 1
                     self._failed_attempt(rec, ev.error, ev.permanent, now, out, release=True)
             elif kind is ComputationBlocked:
                 if self._is_current(ev.computation, ev.attempt):
-                    self._block(self._records[ev.computation], ev.keys, out)
+                    self._block(records[ev.computation], ev.keys, out)
             elif kind is ComputationResumed:
-                rec = self._records.get(ev.computation)
+                rec = records.get(ev.computation)
                 if rec is not None and self._is_current(ev.computation, ev.attempt) and rec.blocked_on:
                     rec.blocked_on = ()
-                    self._pools[rec.pool].running += 1  # may exceed the slots until someone finishes
+                    pools[rec.pool].running += 1  # may exceed the slots until someone finishes
             else:
                 raise TypeError(f"the scheduler does not handle {type(ev).__name__}")
-        if self._timers and self._timers[0][0] <= now:
-            self._fire_timers(now, out)
-        self._dispatch(now, out)
-        if self.config.deadlock_grace_s is not None and counts[WAITING]:
-            self._check_deadlock(now, out)
-        return out
+        for source, specs, subscriber in register:
+            for spec in specs:
+                self._register(source, spec, now, out, subscriber)
 
     # --- queries (cheap; none scans the graph unless its name says so) ------------------------------------------
 
@@ -356,7 +367,7 @@ class Scheduler:
         if release:
             self._release(rec)
         rec.last_error = error
-        rec.errors.append(f"attempt {rec.attempts} ({rec.label}): {error}")
+        rec.errors += (f"attempt {rec.attempts} ({rec.label}): {error}",)
         policy = self._retry_policy(rec.spec)
         granted = policy.max_attempts + min(rec.lost_attempts, self.config.lost_worker_retries)
         if not permanent and rec.variant_attempts < granted:
@@ -388,7 +399,7 @@ class Scheduler:
             problem = self._route(rec)
             if problem is None:
                 return None
-            rec.errors.append(problem)
+            rec.errors += (problem,)
             if rec.alternative >= len(rec.spec.alternatives):
                 return problem
             rec.alternative += 1
@@ -468,11 +479,16 @@ class Scheduler:
         counts[READY] += 1
         rec.state = READY
         rec.ready_at = now
-        self._seq = seq = self._seq + 1
         spec = rec.current if rec.alternative else rec.spec
         # Ageing: effective priority p + rate * (t - ready_at) orders like p - rate * ready_at at any time t,
-        # so a static heap key ages every entry without touching it. The heap is a min-heap: the key is negated.
-        heappush(self._pools[rec.pool].ready, (self._ageing * now - spec.priority, seq, spec.computation))
+        # so a static key ages every entry without touching it. The heap is a min-heap: the key is negated.
+        key = self._ageing * now - spec.priority
+        pool = self._pools[rec.pool]
+        fifo = pool.queued.get(key)
+        if fifo is None:
+            pool.queued[key] = fifo = deque()
+            heappush(pool.ready, key)
+        fifo.append(spec.computation)
 
     def _reject(self, source: str, computation: str | None, reason: str, now: float,
                 out: list[Instruction]) -> None:
@@ -684,21 +700,28 @@ class Scheduler:
     def _dispatch(self, now: float, out: list[Instruction]) -> None:
         if self._paused:
             return
-        prefetch = self.config.prefetch
         records = self._records
         for pool in self._pools.values():
             ready = pool.ready
             if not ready:
                 continue
-            slots = pool.spec.slots
-            limit = slots * (1 + prefetch)
             running = pool.running
+            limit = pool.limit
+            if running >= limit:
+                continue
+            queued = pool.queued
+            fifo = queued[ready[0]]
+            slots = pool.spec.slots
             pool_name = pool.spec.name
-            dispatched = 0
-            while ready and running < limit:
-                rec = records[ready[0][2]]
-                if rec.state is not READY:
-                    heappop(ready)  # settled while queued (its output appeared)
+            while running < limit:
+                rec = records[fifo[0]]
+                if rec.state is not READY:  # settled while queued (its output appeared)
+                    fifo.popleft()
+                    if not fifo:
+                        del queued[heappop(ready)]
+                        if not ready:
+                            break
+                        fifo = queued[ready[0]]
                     continue
                 spec = rec.current if rec.alternative else rec.spec
                 if spec.timeout_s is not None and running >= slots:
@@ -710,9 +733,8 @@ class Scheduler:
                         break  # strict priority: the head waits for capacity rather than being overtaken
                     for r, a in demand.items():
                         used[r] = used.get(r, 0.0) + a
-                heappop(ready)
+                fifo.popleft()
                 running += 1
-                dispatched += 1
                 rec.state = RUNNING
                 rec.attempts = attempt = rec.attempts + 1
                 rec.variant_attempts += 1
@@ -720,6 +742,12 @@ class Scheduler:
                 if spec.timeout_s is not None:
                     self._timer(now + spec.timeout_s, "timeout", rec)
                 out.append(_new(Dispatch, (spec, attempt, pool_name)))
+                if not fifo:
+                    del queued[heappop(ready)]
+                    if not ready:
+                        break
+                    fifo = queued[ready[0]]
+            dispatched = running - pool.running
             if dispatched:
                 pool.running = running
                 counts = self._counts  # _set_state(rec, RUNNING) for each, inline

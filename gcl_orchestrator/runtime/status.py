@@ -38,7 +38,7 @@ def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Itera
         if rec.last_error:
             item["last_error"] = rec.last_error
         if len(rec.errors) > 1 or (rec.errors and rec.state is State.DONE):
-            item["errors"] = rec.errors[-10:]
+            item["errors"] = list(rec.errors[-10:])
         if rec.alternative:
             item["alternative"] = rec.alternative
         if rec.produced_by and rec.produced_by != rec.name:
