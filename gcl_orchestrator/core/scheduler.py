@@ -7,10 +7,11 @@ graph; only deadlock resolution scans, and only after the graph has been quiet f
 from __future__ import annotations
 
 import heapq
-from heapq import heappop, heappush
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
+from operator import attrgetter
 from typing import Iterable, Iterator
 
 from ..errors import CycleError
@@ -67,11 +68,13 @@ class SchedulerConfig:
 
 
 _NOTHING_MISSING: frozenset[str] = frozenset()
+_by_name = attrgetter("spec.computation")
 
 
-@dataclass(slots=True, init=False)
+@dataclass(slots=True, init=False, eq=False)
 class ComputationRecord:
-    """What the core knows of one computation. Read it; only the Scheduler changes it."""
+    """What the core knows of one computation. Read it; only the Scheduler changes it. Compared and hashed by
+    identity: the core's indexes hold records, not names, to spare a lookup per step."""
 
     spec: ComputationSpec
     source: str  # the object key (or other origin) whose GCL declared it
@@ -142,7 +145,7 @@ class _Pool:
     # (negated aged priority) and a FIFO of computations per key. Computations made ready together share a key,
     # so the heap stays small and compares floats, not (key, order, name) tuples.
     ready: list[float] = field(default_factory=list)
-    queued: dict[float, deque[str]] = field(default_factory=dict)
+    queued: dict[float, deque[ComputationRecord]] = field(default_factory=dict)
     running: int = 0
     used: dict[str, float] = field(default_factory=dict)
     limit: int = 0  # attempts it may hold: its slots, plus what the executor queues ahead (prefetch per slot)
@@ -169,9 +172,9 @@ class Scheduler:
         self._ageing = config.ageing_per_s
         self._grace = config.deadlock_grace_s
         self._records: dict[str, ComputationRecord] = {}
-        self._producer: dict[str, str] = {}  # output key -> computation
+        self._producer: dict[str, ComputationRecord] = {}  # output key -> the computation producing it
         self._consumers: dict[str, set[str]] = {}  # input key -> computations reading it
-        self._waiters: dict[str, set[str]] = {}  # missing key -> waiting computations
+        self._waiters: dict[str, set[ComputationRecord]] = {}  # missing key -> computations waiting for it
         self._available: set[str] = set()
         self._failed_keys: dict[str, str] = {}  # output of a failed computation -> that computation
         self._timers: list[tuple[float, int, str, str, int]] = []  # (due, order, kind, computation, attempt)
@@ -294,8 +297,8 @@ class Scheduler:
 
     def producer_state(self, key: str) -> State | None:
         """State of the computation that produces `key`, if one is registered."""
-        name = self._producer.get(key)
-        return self._records[name].state if name else None
+        rec = self._producer.get(key)
+        return rec.state if rec is not None else None
 
     def is_quiescent(self) -> bool:
         """Nothing ready, running or due for a retry: only new events can make progress."""
@@ -420,8 +423,7 @@ class Scheduler:
         while queue:
             key, culprit = queue.popleft()
             self._failed_keys[key] = culprit
-            for name in sorted(self._waiters.pop(key, ())):
-                rec = self._records[name]
+            for rec in sorted(self._waiters.pop(key, ()), key=_by_name):
                 if rec.state is not WAITING:
                     continue
                 self._unwait(rec)
@@ -436,7 +438,7 @@ class Scheduler:
         for key in rec.missing:
             waiters = self._waiters.get(key)
             if waiters is not None:
-                waiters.discard(rec.name)
+                waiters.discard(rec)
                 if not waiters:
                     del self._waiters[key]
         rec.missing = _NOTHING_MISSING
@@ -448,18 +450,15 @@ class Scheduler:
         available.add(key)
         if self._failed_keys:
             self._failed_keys.pop(key, None)
-        records = self._records
-        name = self._producer.get(key)
-        if name is not None:
-            rec = records[name]
+        rec = self._producer.get(key)
+        if rec is not None:
             state = rec.state
             if state is WAITING or state is READY or state is RETRYING:
                 # Someone else wrote the output: the computation is done without running (again).
                 self._settle_existing(rec, now, out)
         waiting = self._waiters.pop(key, None)
         if waiting:
-            for name in waiting:
-                rec = records[name]
+            for rec in waiting:
                 missing = rec.missing
                 missing.discard(key)
                 if not missing and rec.state is WAITING:
@@ -488,7 +487,7 @@ class Scheduler:
         if fifo is None:
             pool.queued[key] = fifo = deque()
             heappush(pool.ready, key)
-        fifo.append(spec.computation)
+        fifo.append(rec)
 
     def _reject(self, source: str, computation: str | None, reason: str, now: float,
                 out: list[Instruction]) -> None:
@@ -500,11 +499,6 @@ class Scheduler:
         out.append(Reject(source, computation, reason))
 
     # --- registration ------------------------------------------------------------------------------------------
-
-    def _register_all(self, source: str, specs: Iterable[ComputationSpec], now: float,
-                      out: list[Instruction], subscriber: str | None = None) -> None:
-        for spec in specs:
-            self._register(source, spec, now, out, subscriber)
 
     def _register(self, source: str, spec: ComputationSpec, now: float, out: list[Instruction],
                   subscriber: str | None) -> None:
@@ -520,7 +514,8 @@ class Scheduler:
         output = spec.output
         other = self._producer.get(output)
         if other is not None:
-            self._reject(source, name, f"output {output!r} is already produced by computation {other!r}", now, out)
+            self._reject(source, name, f"output {output!r} is already produced by computation {other.name!r}", now,
+                         out)
             return
         consumers = self._consumers
         if output in consumers:  # only then can this spec close a cycle
@@ -532,7 +527,7 @@ class Scheduler:
         rec = ComputationRecord(spec, source, WAITING, now, subscribers)
         self._counts[WAITING] += 1
         records[name] = rec
-        self._producer[output] = name
+        self._producer[output] = rec
         inputs = spec.inputs
         for key in inputs:
             readers = consumers.get(key)
@@ -580,9 +575,9 @@ class Scheduler:
         for key in missing:
             waiting = waiters.get(key)
             if waiting is None:
-                waiters[key] = {name}
+                waiters[key] = {rec}
             else:
-                waiting.add(name)
+                waiting.add(rec)
 
     def _route(self, rec: ComputationRecord) -> str | None:
         """Assign the pool for the current variant; the reason when no pool could ever run it."""
@@ -700,7 +695,6 @@ class Scheduler:
     def _dispatch(self, now: float, out: list[Instruction]) -> None:
         if self._paused:
             return
-        records = self._records
         for pool in self._pools.values():
             ready = pool.ready
             if not ready:
@@ -714,7 +708,7 @@ class Scheduler:
             slots = pool.spec.slots
             pool_name = pool.spec.name
             while running < limit:
-                rec = records[fifo[0]]
+                rec = fifo[0]
                 if rec.state is not READY:  # settled while queued (its output appeared)
                     fifo.popleft()
                     if not fifo:
