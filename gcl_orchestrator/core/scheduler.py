@@ -173,7 +173,9 @@ class Scheduler:
         self._grace = config.deadlock_grace_s
         self._records: dict[str, ComputationRecord] = {}
         self._producer: dict[str, ComputationRecord] = {}  # output key -> the computation producing it
-        self._consumers: dict[str, set[str]] = {}  # input key -> computations reading it
+        # input key -> computations reading it: the name itself while there is one (most keys), a list after;
+        # a one-element set per key would triple this index's memory, and at 100k keys memory is time.
+        self._consumers: dict[str, str | list[str]] = {}
         self._waiters: dict[str, set[ComputationRecord]] = {}  # missing key -> computations waiting for it
         self._available: set[str] = set()
         self._failed_keys: dict[str, str] = {}  # output of a failed computation -> that computation
@@ -532,9 +534,11 @@ class Scheduler:
         for key in inputs:
             readers = consumers.get(key)
             if readers is None:
-                consumers[key] = {name}
+                consumers[key] = name
+            elif type(readers) is str:
+                consumers[key] = [readers, name]
             else:
-                readers.add(name)
+                readers.append(name)
         available = self._available
         if output in available:
             self._settle_existing(rec, now, out)
@@ -615,7 +619,8 @@ class Scheduler:
         frontier = deque([spec.output])
         while frontier:
             key = frontier.popleft()
-            for name in sorted(self._consumers.get(key, ())):
+            readers = self._consumers.get(key, ())
+            for name in sorted((readers,) if type(readers) is str else readers):
                 nxt = self._records[name].spec.output
                 if nxt in parent:
                     continue
