@@ -140,7 +140,7 @@ def thaw(value: Any) -> Any:
 _NO_PARAMS = FrozenDict()
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, slots=True, init=False)
 class ComputationSpec:
     """One computation as GCL declares it. Built only by `spec.loader`, which validates every field.
 
@@ -164,11 +164,20 @@ class ComputationSpec:
                  priority: int = 0, params: FrozenDict = _NO_PARAMS, retry: FrozenDict | None = None,
                  timeout_s: float | None = None, resources: FrozenDict | None = None,
                  alternatives: tuple[FrozenDict, ...] = (), notify: tuple[str, ...] = ()):
-        # Frozen all the same: one update of the instance dict instead of eleven object.__setattr__ calls (the
-        # dataclass default), a quarter of the cost; specs are made once per computation.
-        self.__dict__.update(computation=computation, inputs=inputs, output=output, handler_type=handler_type,
-                             priority=priority, params=params, retry=retry, timeout_s=timeout_s,
-                             resources=resources, alternatives=alternatives, notify=notify)
+        # Slots, not an instance dict: a quarter of the memory and faster reads, which the scheduling core feels
+        # at 100k computations. Frozen all the same: the fields are set through their slot descriptors (the
+        # dataclass default, object.__setattr__ per field, costs twice as much).
+        _set_computation(self, computation)
+        _set_inputs(self, inputs)
+        _set_output(self, output)
+        _set_handler_type(self, handler_type)
+        _set_priority(self, priority)
+        _set_params(self, params)
+        _set_retry(self, retry)
+        _set_timeout_s(self, timeout_s)
+        _set_resources(self, resources)
+        _set_alternatives(self, alternatives)
+        _set_notify(self, notify)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form, omitting fields left at their defaults (compact metadata)."""
@@ -193,6 +202,11 @@ class ComputationSpec:
         if self.notify:
             out["notify"] = list(self.notify)
         return out
+
+
+(_set_computation, _set_inputs, _set_output, _set_handler_type, _set_priority, _set_params, _set_retry,
+ _set_timeout_s, _set_resources, _set_alternatives, _set_notify) = (
+    vars(ComputationSpec)[f.name].__set__ for f in dataclasses.fields(ComputationSpec))
 
 
 # --- events from sources and executors (the one queue carries all of these) -------------------------------------
