@@ -71,6 +71,11 @@ _NOTHING_MISSING: frozenset[str] = frozenset()
 _by_name = attrgetter("spec.computation")
 
 
+def _each(waiting: ComputationRecord | set[ComputationRecord] | tuple) -> Iterable[ComputationRecord]:
+    """The computations of one `Scheduler._waiters` entry (a record alone, or a set of them)."""
+    return (waiting,) if type(waiting) is ComputationRecord else waiting
+
+
 @dataclass(slots=True, init=False, eq=False)
 class ComputationRecord:
     """What the core knows of one computation. Read it; only the Scheduler changes it. Compared and hashed by
@@ -176,7 +181,8 @@ class Scheduler:
         # input key -> computations reading it: the name itself while there is one (most keys), a list after;
         # a one-element set per key would triple this index's memory, and at 100k keys memory is time.
         self._consumers: dict[str, str | list[str]] = {}
-        self._waiters: dict[str, set[ComputationRecord]] = {}  # missing key -> computations waiting for it
+        # missing key -> computations waiting for it: the record itself while one waits (most keys), a set after
+        self._waiters: dict[str, ComputationRecord | set[ComputationRecord]] = {}
         self._available: set[str] = set()
         self._failed_keys: dict[str, str] = {}  # output of a failed computation -> that computation
         self._timers: list[tuple[float, int, str, str, int]] = []  # (due, order, kind, computation, attempt)
@@ -425,7 +431,7 @@ class Scheduler:
         while queue:
             key, culprit = queue.popleft()
             self._failed_keys[key] = culprit
-            for rec in sorted(self._waiters.pop(key, ()), key=_by_name):
+            for rec in sorted(_each(self._waiters.pop(key, ())), key=_by_name):
                 if rec.state is not WAITING:
                     continue
                 self._unwait(rec)
@@ -438,10 +444,12 @@ class Scheduler:
 
     def _unwait(self, rec: ComputationRecord) -> None:
         for key in rec.missing:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                waiters.discard(rec)
-                if not waiters:
+            waiting = self._waiters.get(key)
+            if waiting is rec:
+                del self._waiters[key]
+            elif waiting is not None and type(waiting) is set:
+                waiting.discard(rec)
+                if not waiting:
                     del self._waiters[key]
         rec.missing = _NOTHING_MISSING
 
@@ -459,8 +467,8 @@ class Scheduler:
                 # Someone else wrote the output: the computation is done without running (again).
                 self._settle_existing(rec, now, out)
         waiting = self._waiters.pop(key, None)
-        if waiting:
-            for rec in waiting:
+        if waiting is not None:
+            for rec in (waiting,) if type(waiting) is ComputationRecord else waiting:  # _each, inline
                 missing = rec.missing
                 missing.discard(key)
                 if not missing and rec.state is WAITING:
@@ -579,9 +587,11 @@ class Scheduler:
         for key in missing:
             waiting = waiters.get(key)
             if waiting is None:
-                waiters[key] = {rec}
-            else:
+                waiters[key] = rec
+            elif type(waiting) is set:
                 waiting.add(rec)
+            else:
+                waiters[key] = {waiting, rec}
 
     def _route(self, rec: ComputationRecord) -> str | None:
         """Assign the pool for the current variant; the reason when no pool could ever run it."""
