@@ -6,15 +6,20 @@ there is one policy. Every request is counted by operation, through botocore's e
 """
 from __future__ import annotations
 
+import base64
 import collections
 import re
 import threading
 import time
+import zlib
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 from urllib.parse import parse_qs, quote, urlencode
 
 import boto3
 import botocore.exceptions
+import urllib3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
 from ..errors import (
@@ -71,6 +76,44 @@ def _no_continue_for_small_bodies(request: Any, **_: Any) -> None:
     if size < SMALL_BODY and "Expect" in request.headers:
         del request.headers["Expect"]
 
+
+class _DirectPut:
+    """PutObject sent straight through urllib3 and signed by botocore's own SigV4 signer, for stores with an
+    explicit endpoint (SeaweedFS, MinIO, LocalStack): the one request every computation makes. The client's
+    request pipeline (parameter checks, endpoint rules, event hooks, response parsing) costs about 2.4 ms of
+    CPU per small PUT on a 2-core machine, this about 1.2 ms. Same request on the wire (path-style URL, user
+    metadata headers, CRC32 checksum header, If-None-Match for create). Only success and "already exists" are
+    interpreted here; any other answer is the caller's cue to repeat the write through the client, whose errors
+    (and redirects) are the canonical ones."""
+
+    def __init__(self, credentials: Any, region: str, endpoint: str, bucket: str, connect_timeout_s: float,
+                 read_timeout_s: float):
+        self._credentials = credentials
+        self._region = region
+        self._base = f"{endpoint.rstrip('/')}/{quote(bucket)}/"
+        self._pool = urllib3.PoolManager(maxsize=32, retries=False,
+                                         timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s))
+
+    def put(self, full_key: str, body: bytes, metadata: Mapping[str, str], exclusive: bool) -> tuple[int, str]:
+        """Send the PUT; (HTTP status, ETag). Raises urllib3.exceptions.HTTPError when the server is not reached
+        or does not answer."""
+        url = self._base + quote(full_key, safe="/~")
+        crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+        headers = {"Content-Length": str(len(body)), "x-amz-checksum-crc32": crc}
+        for name, value in metadata.items():
+            headers["x-amz-meta-" + name] = value
+        if exclusive:
+            headers["If-None-Match"] = "*"
+        request = AWSRequest("PUT", url, data=body, headers=headers)
+        # Signed with the credentials of this moment, as the client does (they may be refreshed).
+        S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+        response = self._pool.request("PUT", url, body=body, headers=dict(request.headers.items()))
+        return response.status, response.headers.get("ETag", "")
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
 class S3ObjectStore(ObjectStore):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
                  client: Any = None, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0):
@@ -78,12 +121,17 @@ class S3ObjectStore(ObjectStore):
         self.prefix = prefix
         self._explicit_endpoint = endpoint_url
         self._region = region
+        self._direct: _DirectPut | None = None
         if client is None:
             config = Config(retries={"total_max_attempts": 1}, connect_timeout=connect_timeout_s,
                             read_timeout=read_timeout_s, max_pool_connections=32,
                             s3={"addressing_style": "path"} if endpoint_url else None)
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region,
-                                                    config=config)
+            session = boto3.session.Session()
+            client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+            credentials = session.get_credentials()
+            if endpoint_url and credentials is not None:  # AWS itself (virtual hosts, redirects): the client
+                self._direct = _DirectPut(credentials, client.meta.region_name or "us-east-1",
+                                          client.meta.endpoint_url, bucket, connect_timeout_s, read_timeout_s)
         self.client = client
         client.meta.events.register("before-send.s3.PutObject", _no_continue_for_small_bodies)
         self.endpoint = client.meta.endpoint_url
@@ -193,9 +241,22 @@ class S3ObjectStore(ObjectStore):
     def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool) -> ObjectInfo:
         full = self._full(key)
         meta = normalize_metadata(metadata)
+        body = bytes(body)
+        if self._direct is not None and len(body) < SMALL_BODY:
+            try:
+                status, etag = self._direct.put(full, body, meta, exclusive)
+            except urllib3.exceptions.HTTPError as exc:
+                raise TransientStorageError(f"cannot reach {self.endpoint}: {exc}") from None
+            finally:
+                self._count("before-send.s3.PutObject")
+            if 200 <= status < 300:
+                return ObjectInfo(key, self._etag(etag), len(body), time.time(), meta)
+            if exclusive and status == 412:
+                raise ObjectAlreadyExists(key, self.describe())
+            # Anything else (a refusal, an outage answered with 5xx, a redirect): through the client, below.
         extra = {"IfNoneMatch": "*"} if exclusive else {}
         try:
-            r = self.client.put_object(Bucket=self.bucket, Key=full, Body=bytes(body), Metadata=meta, **extra)
+            r = self.client.put_object(Bucket=self.bucket, Key=full, Body=body, Metadata=meta, **extra)
         except botocore.exceptions.ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if exclusive and (status == 412 or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"):
@@ -244,4 +305,6 @@ class S3ObjectStore(ObjectStore):
         return self._server
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self.client.close()

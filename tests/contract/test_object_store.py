@@ -82,6 +82,15 @@ def test_list_is_ordered_filtered_by_prefix_and_carries_no_metadata(store):
     assert {i.key: i.etag for i in infos} == {k: store.head(k).etag for k in (i.key for i in infos)}
 
 
+@pytest.mark.parametrize("key", ["with space/a b.txt", "plus+sign", "percent%20not-decoded", "tilde~(paren)",
+                                 "unicode/naïve-東京", "query?and#hash", "semi;colon=eq&amp", "trailing.dot."])
+def test_keys_with_characters_urls_treat_specially_round_trip(store, key):
+    written = store.create(key, b"body", {"m": "v"})
+    assert store.get(key).body == b"body" and store.head(key).metadata == {"m": "v"}
+    assert store.head(key).etag == written.etag
+    assert [i.key for i in store.list()] == [key]
+
+
 def test_reserved_prefix_is_an_ordinary_namespace_at_this_level(store):
     store.put(".gclo/state/status.json", b"{}")
     store.put("data", b"d")

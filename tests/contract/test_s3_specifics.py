@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from gcl_orchestrator.errors import ConfigError, PermanentStorageError, TransientStorageError
+from gcl_orchestrator.errors import ConfigError, ObjectAlreadyExists, PermanentStorageError, TransientStorageError
 from gcl_orchestrator.sources import MinioListenSource, MinioWebhookSource, SqsEventSource
 from gcl_orchestrator.sources.s3_notifications import ensure_notifications
 from gcl_orchestrator.storage import S3ObjectStore
@@ -167,12 +167,42 @@ def test_requests_are_counted_by_operation(seaweedfs):
     assert store.requests == {"PutObject": 1, "HeadObject": 1, "GetObject": 1, "ListObjectsV2": 1}
 
 
-@pytest.mark.parametrize("size, expect_sent", [(10, False), (2 << 20, True)])
-def test_a_small_put_skips_the_100_continue_round_trip(seaweedfs, size, expect_sent):
+def test_small_writes_go_direct_and_land_as_the_client_would_write_them(seaweedfs):
+    # Small PUTs skip the client's pipeline (signed by its signer, sent by urllib3); what lands is the same.
+    store = S3ObjectStore(new_bucket(seaweedfs.endpoint), endpoint_url=seaweedfs.endpoint)
+    through_client = []
+    store.client.meta.events.register("before-send.s3.PutObject", lambda request, **_: through_client.append(1))
+    info = store.create("out/a b.json", b'{"x": 1}', {"gcl": '{"computation": "c"}'})
+    assert through_client == [] and store.requests == {"PutObject": 1}
+    raw = boto3.client("s3", endpoint_url=seaweedfs.endpoint).head_object(Bucket=store.bucket, Key="out/a b.json")
+    assert raw["Metadata"] == {"gcl": '{"computation": "c"}'} and raw["ETag"].strip('"') == info.etag
+    with pytest.raises(ObjectAlreadyExists):
+        store.create("out/a b.json", b"again")
+    assert through_client == []
+
+
+def test_a_direct_write_the_server_refuses_gets_the_clients_error(seaweedfs):
+    missing = S3ObjectStore("no-such-bucket-here", endpoint_url=seaweedfs.endpoint)
+    with pytest.raises(PermanentStorageError, match="bucket 'no-such-bucket-here' at .* does not exist"):
+        missing.create("x", b"1")
+    assert missing.requests == {"PutObject": 2}  # the direct attempt, then the client's for the canonical error
+
+
+def test_a_direct_write_to_an_unreachable_endpoint_is_transient():
+    from gcl_orchestrator.devservers import free_port
+
+    store = S3ObjectStore("bucket1", endpoint_url=f"http://127.0.0.1:{free_port()}", connect_timeout_s=0.5)
+    with pytest.raises(TransientStorageError, match="cannot reach"):
+        store.create("x", b"1")
+
+
+def test_a_large_put_goes_through_the_client_and_asks_for_100_continue(seaweedfs):
+    # A body the server may refuse is worth one round trip before sending it; small ones are not.
     store = S3ObjectStore(new_bucket(seaweedfs.endpoint), endpoint_url=seaweedfs.endpoint)
     sent = []
     store.client.meta.events.register("before-send.s3.PutObject",
                                       lambda request, **_: sent.append("Expect" in request.headers))
+    size = 2 << 20
     store.create("out.bin", b"x" * size)
-    assert sent == [expect_sent]
+    assert sent == [True]
     assert store.get("out.bin").info.size == size
