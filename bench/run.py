@@ -137,8 +137,8 @@ def core_dynamic(n: int, seed: int = 1) -> Workload:
 
 
 def bench_core(sizes: tuple[int, int], repeats: tuple[int, int]) -> list[dict]:
-    """Each figure is the best of several runs on one workload (more for the small size, whose runs are short
-    and whose best is the denominator of the growth ratio): the least disturbed run on a noisy machine."""
+    """Each figure is the best of several runs on one workload, the same number at both sizes: the least
+    disturbed run on a noisy machine."""
     rows = []
     for shape, make in (("chain", core_chain), ("fan-out/fan-in", core_fan), ("dynamic", core_dynamic)):
         times = {}
@@ -292,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         core_sizes, core_repeats, n_fan, n_chain, n_sw = (200, 2000), (1, 1), 50, 20, 30
     elif args.full:
-        core_sizes, core_repeats, n_fan, n_chain, n_sw = (10_000, 100_000), (15, 7), 1000, 300, 1000
+        core_sizes, core_repeats, n_fan, n_chain, n_sw = (10_000, 100_000), (9, 9), 1000, 300, 1000
     else:
-        core_sizes, core_repeats, n_fan, n_chain, n_sw = (10_000, 100_000), (7, 3), 1000, 150, 300
+        core_sizes, core_repeats, n_fan, n_chain, n_sw = (10_000, 100_000), (5, 5), 1000, 150, 300
     n_total = n_fan + 2  # root, leaves, join
 
     rows = bench_core(core_sizes, core_repeats)
