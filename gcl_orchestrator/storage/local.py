@@ -45,6 +45,7 @@ class LocalDirectoryStore(ObjectStore):
         self._lock_path = self.root / INTERNAL_DIR / "write.lock"
         self._root_prefix = str(self.root) + os.sep
         self._thread_lock = threading.Lock()
+        self._lock_file: tuple[int, int] | None = None  # (pid that opened it, descriptor): see _locked
         self._tmp_dir = str(self.root / TMP_DIR)
         self._names = itertools.count()
 
@@ -199,12 +200,28 @@ class LocalDirectoryStore(ObjectStore):
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        with self._thread_lock, open(self._lock_path, "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        """One writer at a time across threads (the thread lock) and processes (flock on a lock file). The lock
+        file stays open for the store's life, one open per write less; a forked child opens its own, because an
+        inherited descriptor shares its lock with the parent and would exclude nothing between them."""
+        with self._thread_lock:
+            pid = os.getpid()
+            if self._lock_file is not None and self._lock_file[0] == pid and os.fstat(self._lock_file[1]).st_nlink == 0:
+                os.close(self._lock_file[1])  # the lock file was removed (by hand): others lock a new one now
+                self._lock_file = None
+            if self._lock_file is None or self._lock_file[0] != pid:
+                self._lock_file = (pid, os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            fd = self._lock_file[1]
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._lock_file is not None and self._lock_file[0] == os.getpid():
+                os.close(self._lock_file[1])
+            self._lock_file = None
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from gcl_orchestrator.errors import InvalidKeyError, PermanentStorageError
+from gcl_orchestrator.errors import InvalidKeyError, ObjectAlreadyExists, PermanentStorageError
 from gcl_orchestrator.storage import LocalDirectoryStore
 
 
@@ -78,3 +78,39 @@ def test_a_directory_removed_by_hand_is_made_again(local):
     shutil.rmtree(local.root / ".gclo" / "local" / "meta" / "analysis")
     local.put("analysis/b.json", b"2", {"gcl": "y"})
     assert local.head("analysis/b.json").metadata == {"gcl": "y"}
+
+
+def _create_racing(store: LocalDirectoryStore, i: int, go, results) -> None:
+    go.wait()
+    try:
+        store.create("race", f"writer {i}".encode(), {"who": str(i)})
+        results.put(("won", i))
+    except ObjectAlreadyExists:
+        results.put(("lost", i))
+
+
+def test_processes_forked_from_a_writing_store_still_create_exclusively(local):
+    # The write lock's file stays open; a forked child must lock its own, not share the parent's.
+    import multiprocessing
+
+    local.put("warm", b"the parent has written, so it holds an open lock file")
+    ctx = multiprocessing.get_context("fork")
+    go, results = ctx.Event(), ctx.Queue()
+    children = [ctx.Process(target=_create_racing, args=(local, i, go, results)) for i in range(6)]
+    for child in children:
+        child.start()
+    go.set()
+    for child in children:
+        child.join(30)
+    outcomes = sorted(results.get(timeout=5) for _ in children)
+    winners = [i for what, i in outcomes if what == "won"]
+    assert len(winners) == 1 and len(outcomes) == 6
+    got = local.get("race")
+    assert got.body == f"writer {winners[0]}".encode() and got.info.metadata == {"who": str(winners[0])}
+
+
+def test_writes_go_on_after_the_lock_file_is_removed_by_hand(local):
+    local.put("a", b"1")
+    (local.root / ".gclo" / "local" / "write.lock").unlink()
+    local.create("b", b"2", {"m": "v"})
+    assert local.head("b").metadata == {"m": "v"} and (local.root / ".gclo" / "local" / "write.lock").exists()
