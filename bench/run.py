@@ -3,9 +3,11 @@ the test suite: checks that everything runs, judges nothing). Prints each figure
 JSON to bench/results/.
 
 Figures:
+  machine   this machine's speed today (a small CPU loop; creating and renaming a small file), to read the rest by
   core      computations per second through the pure scheduling core (register, become ready, dispatch,
             complete), for a chain, a wide fan-out/fan-in and a random graph grown by emitted fragments, at 10k
-            and 100k computations; growth = time(100k) / time(10k) (10 is linear). Run with the garbage
+            and 100k computations; growth = time(100k) / time(10k) (10 is linear). Specs and completion events
+            are built before the clock starts; each figure is the best of several runs. Run with the garbage
             collector settings `gclo run` uses (runtime.tune_garbage_collection).
   e2e       the dynamic fan-out/fan-in (a root reads N, spawns N leaves and a join over them; every result is
             persisted to the store) with no-op handlers in 2 worker processes: wall time from start-up to the
@@ -259,6 +261,30 @@ def bench_dask(n: int) -> dict | None:
         return {"wall_s": wall, "steady_per_s": (n + 1) / (end - start)}
 
 
+# --- the machine ------------------------------------------------------------------------------------------------
+
+
+def machine_context() -> list[dict]:
+    """What this machine's speed is today, printed with the figures (no targets): the local store's throughput
+    follows the disk, which on a virtual machine can change by 2x within minutes, and everything follows the CPU."""
+    import timeit
+
+    loop_us = min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+    with tempfile.TemporaryDirectory(prefix="gclo-bench-disk-") as d:
+        n = 300
+        t = time.perf_counter()
+        for i in range(n):
+            tmp, final = os.path.join(d, f"t{i}"), os.path.join(d, f"f{i}")
+            with open(tmp, "xb") as fh:
+                fh.write(b"42")
+            os.replace(tmp, final)
+        disk_ms = (time.perf_counter() - t) / n * 1e3
+    return [{"figure": "machine: CPU, sum(range(1000))", "value": loop_us, "unit": "µs", "target": None,
+             "ok": None},
+            {"figure": "machine: disk, create and rename a small file", "value": disk_ms, "unit": "ms",
+             "target": None, "ok": None}]
+
+
 # --- the report ------------------------------------------------------------------------------------------------
 
 
@@ -271,6 +297,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.2f} s"
     if unit == "ms":
         return f"{value:.2f} ms"
+    if unit == "µs":
+        return f"{value:.1f} µs"
     if unit == "x time":
         return f"{value:.2f}x"
     return f"{value:.2f} {unit}"
@@ -297,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         core_sizes, core_repeats, n_fan, n_chain, n_sw = (10_000, 100_000), (5, 5), 1000, 150, 300
     n_total = n_fan + 2  # root, leaves, join
 
-    rows = bench_core(core_sizes, core_repeats)
+    rows = machine_context()
+    rows += bench_core(core_sizes, core_repeats)
     local = bench_local(n_fan, n_chain, 1 if args.smoke else 3)
     dask = None if args.no_dask else bench_dask(n_fan)
     sw = None if args.no_seaweedfs else bench_seaweedfs(n_sw)
