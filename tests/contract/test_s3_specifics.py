@@ -167,7 +167,13 @@ def test_requests_are_counted_by_operation(seaweedfs):
     assert store.requests == {"PutObject": 1, "HeadObject": 1, "GetObject": 1, "ListObjectsV2": 1}
 
 
-def test_small_writes_go_direct_and_land_as_the_client_would_write_them(seaweedfs):
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_small_writes_go_direct_and_land_as_the_client_would_write_them(seaweedfs, no_proxy):
     # Small PUTs skip the client's pipeline (signed by its signer, sent by urllib3); what lands is the same.
     store = S3ObjectStore(new_bucket(seaweedfs.endpoint), endpoint_url=seaweedfs.endpoint)
     through_client = []
@@ -181,19 +187,32 @@ def test_small_writes_go_direct_and_land_as_the_client_would_write_them(seaweedf
     assert through_client == []
 
 
-def test_a_direct_write_the_server_refuses_gets_the_clients_error(seaweedfs):
+def test_a_direct_write_the_server_refuses_gets_the_clients_error(seaweedfs, no_proxy):
     missing = S3ObjectStore("no-such-bucket-here", endpoint_url=seaweedfs.endpoint)
     with pytest.raises(PermanentStorageError, match="bucket 'no-such-bucket-here' at .* does not exist"):
         missing.create("x", b"1")
     assert missing.requests == {"PutObject": 2}  # the direct attempt, then the client's for the canonical error
 
 
-def test_a_direct_write_to_an_unreachable_endpoint_is_transient():
+def test_a_direct_write_to_an_unreachable_endpoint_is_transient(no_proxy):
     from gcl_orchestrator.devservers import free_port
 
     store = S3ObjectStore("bucket1", endpoint_url=f"http://127.0.0.1:{free_port()}", connect_timeout_s=0.5)
     with pytest.raises(TransientStorageError, match="cannot reach"):
         store.create("x", b"1")
+
+
+def test_the_direct_path_is_only_for_plain_http_without_a_proxy(monkeypatch):
+    from gcl_orchestrator.storage.s3 import _direct_put_applies
+
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    assert _direct_put_applies("http://127.0.0.1:8333")
+    assert not _direct_put_applies("https://s3.eu-west-1.amazonaws.com")  # the client's certificate settings
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    assert not _direct_put_applies("http://10.1.2.3:9000")  # the client's proxy settings
+    monkeypatch.setenv("NO_PROXY", "10.1.2.3")
+    assert _direct_put_applies("http://10.1.2.3:9000")
 
 
 def test_a_large_put_goes_through_the_client_and_asks_for_100_continue(seaweedfs):
