@@ -138,13 +138,13 @@ def core_dynamic(n: int, seed: int = 1) -> Workload:
     return first, dict(completions)
 
 
-def bench_core(sizes: tuple[int, int], repeats: tuple[int, int]) -> list[dict]:
-    """Each figure is the best of several runs on one workload, the same number at both sizes: the least
-    disturbed run on a noisy machine."""
+def bench_core(sizes: tuple[int, int], repeat: int) -> list[dict]:
+    """Each figure is the best of `repeat` runs on one workload (the same number at both sizes, so that the
+    growth ratio compares like with like): the least disturbed run on a noisy machine."""
     rows = []
     for shape, make in (("chain", core_chain), ("fan-out/fan-in", core_fan), ("dynamic", core_dynamic)):
         times = {}
-        for n, repeat in zip(sizes, repeats):
+        for n in sizes:
             workload = make(n)
             times[n] = min(_timed(workload, n) for _ in range(repeat))
             del workload
@@ -318,15 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     tune_garbage_collection()  # the collector settings `gclo run` uses
 
     if args.smoke:
-        core_sizes, core_repeats, n_fan, n_chain, n_sw = (200, 2000), (1, 1), 50, 20, 30
+        core_sizes, core_repeat, n_fan, n_chain, n_sw = (200, 2000), 1, 50, 20, 30
     elif args.full:
-        core_sizes, core_repeats, n_fan, n_chain, n_sw = (10_000, 100_000), (9, 9), 1000, 300, 1000
+        core_sizes, core_repeat, n_fan, n_chain, n_sw = (10_000, 100_000), 9, 1000, 300, 1000
     else:
-        core_sizes, core_repeats, n_fan, n_chain, n_sw = (10_000, 100_000), (5, 5), 1000, 150, 300
+        core_sizes, core_repeat, n_fan, n_chain, n_sw = (10_000, 100_000), 5, 1000, 150, 300
     n_total = n_fan + 2  # root, leaves, join
 
     rows = machine_context()
-    rows += bench_core(core_sizes, core_repeats)
+    rows += bench_core(core_sizes, core_repeat)
     local = bench_local(n_fan, n_chain, 1 if args.smoke else 3)
     dask = None if args.no_dask else bench_dask(n_fan)
     sw = None if args.no_seaweedfs else bench_seaweedfs(n_sw)
