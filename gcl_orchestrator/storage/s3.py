@@ -86,7 +86,10 @@ def _direct_put_applies(endpoint: str) -> bool:
     parts = urlsplit(endpoint)
     if parts.scheme != "http":
         return False
-    return "http" not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(parts.hostname or ""))
+    proxies = urllib.request.getproxies()
+    if "http" not in proxies and "all" not in proxies:
+        return True
+    return bool(urllib.request.proxy_bypass(parts.hostname or ""))
 
 
 class _DirectPut:

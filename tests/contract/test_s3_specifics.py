@@ -213,6 +213,9 @@ def test_the_direct_path_is_only_for_plain_http_without_a_proxy(monkeypatch):
     assert not _direct_put_applies("http://10.1.2.3:9000")  # the client's proxy settings
     monkeypatch.setenv("NO_PROXY", "10.1.2.3")
     assert _direct_put_applies("http://10.1.2.3:9000")
+    monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.example:3128")
+    assert not _direct_put_applies("http://10.1.2.4:9000")
 
 
 def test_a_large_put_goes_through_the_client_and_asks_for_100_continue(seaweedfs):
