@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from operator import attrgetter
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from ..errors import CycleError
 from ..model import (
@@ -71,23 +71,9 @@ _NOTHING_MISSING: frozenset[str] = frozenset()
 _by_name = attrgetter("spec.computation")
 
 
-# The consumers and waiters indexes hold, per key, the one item alone while there is one (most keys) and a set
-# after: a one-element set per key would triple their memory, and at 100k keys memory is time here.
-
-
-def _index_add(index: dict[str, Any], key: str, item: Any) -> None:
-    entry = index.get(key)
-    if entry is None:
-        index[key] = item
-    elif type(entry) is set:
-        entry.add(item)
-    else:
-        index[key] = {entry, item}
-
-
-def _each(entry: Any) -> Iterable[Any]:
-    """The items of one index entry (None: no entry)."""
-    return () if entry is None else entry if type(entry) is set else (entry,)
+def _each(waiting: ComputationRecord | set[ComputationRecord] | tuple) -> Iterable[ComputationRecord]:
+    """The computations of one `Scheduler._waiters` entry (a record alone, or a set of them)."""
+    return (waiting,) if type(waiting) is ComputationRecord else waiting
 
 
 @dataclass(slots=True, init=False, eq=False)
@@ -192,8 +178,10 @@ class Scheduler:
         self._grace = config.deadlock_grace_s
         self._records: dict[str, ComputationRecord] = {}
         self._producer: dict[str, ComputationRecord] = {}  # output key -> the computation producing it
-        self._consumers: dict[str, str | set[str]] = {}  # input key -> computations reading it (see _index_add)
-        # missing key -> computations waiting for it (see _index_add)
+        # input key -> computations reading it: the name itself while there is one (most keys), a list after;
+        # a one-element set per key would triple this index's memory, and at 100k keys memory is time.
+        self._consumers: dict[str, str | list[str]] = {}
+        # missing key -> computations waiting for it: the record itself while one waits (most keys), a set after
         self._waiters: dict[str, ComputationRecord | set[ComputationRecord]] = {}
         self._available: set[str] = set()
         self._failed_keys: dict[str, str] = {}  # output of a failed computation -> that computation
@@ -443,7 +431,7 @@ class Scheduler:
         while queue:
             key, culprit = queue.popleft()
             self._failed_keys[key] = culprit
-            for rec in sorted(_each(self._waiters.pop(key, None)), key=_by_name):
+            for rec in sorted(_each(self._waiters.pop(key, ())), key=_by_name):
                 if rec.state is not WAITING:
                     continue
                 self._unwait(rec)
@@ -480,7 +468,7 @@ class Scheduler:
                 self._settle_existing(rec, now, out)
         waiting = self._waiters.pop(key, None)
         if waiting is not None:
-            for rec in waiting if type(waiting) is set else (waiting,):  # _each, inline
+            for rec in (waiting,) if type(waiting) is ComputationRecord else waiting:  # _each, inline
                 missing = rec.missing
                 missing.discard(key)
                 if not missing and rec.state is WAITING:
@@ -552,7 +540,13 @@ class Scheduler:
         self._producer[output] = rec
         inputs = spec.inputs
         for key in inputs:
-            _index_add(consumers, key, name)
+            readers = consumers.get(key)
+            if readers is None:
+                consumers[key] = name
+            elif type(readers) is str:
+                consumers[key] = [readers, name]
+            else:
+                readers.append(name)
         available = self._available
         if output in available:
             self._settle_existing(rec, now, out)
@@ -591,7 +585,13 @@ class Scheduler:
         rec.missing = missing
         waiters = self._waiters
         for key in missing:
-            _index_add(waiters, key, rec)
+            waiting = waiters.get(key)
+            if waiting is None:
+                waiters[key] = rec
+            elif type(waiting) is set:
+                waiting.add(rec)
+            else:
+                waiters[key] = {waiting, rec}
 
     def _route(self, rec: ComputationRecord) -> str | None:
         """Assign the pool for the current variant; the reason when no pool could ever run it."""
@@ -629,7 +629,8 @@ class Scheduler:
         frontier = deque([spec.output])
         while frontier:
             key = frontier.popleft()
-            for name in sorted(_each(self._consumers.get(key))):
+            readers = self._consumers.get(key, ())
+            for name in sorted((readers,) if type(readers) is str else readers):
                 nxt = self._records[name].spec.output
                 if nxt in parent:
                     continue
