@@ -179,9 +179,11 @@ class Scheduler:
         self._records: dict[str, ComputationRecord] = {}
         self._producer: dict[str, ComputationRecord] = {}  # output key -> the computation producing it
         # input key -> computations reading it: the name itself while there is one (most keys), a list after;
-        # a one-element set per key would triple this index's memory, and at 100k keys memory is time.
+        # a one-element set per key would triple this index's memory, and at 100k keys memory is time. Both
+        # indexes are filled inline in _register: a shared helper, one call per input, cost 5% at fan-in.
         self._consumers: dict[str, str | list[str]] = {}
         # missing key -> computations waiting for it: the record itself while one waits (most keys), a set after
+        # (a set, unlike the consumers' list, because waiters leave one at a time: _unwait)
         self._waiters: dict[str, ComputationRecord | set[ComputationRecord]] = {}
         self._available: set[str] = set()
         self._failed_keys: dict[str, str] = {}  # output of a failed computation -> that computation
