@@ -9,6 +9,7 @@ import abc
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
+from .errors import ObjectNotFound
 from .model import ComputationFailed, ComputationSpec, ComputationSucceeded, ObjectCreated
 
 
@@ -56,6 +57,14 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo:
         """Info of `key` with its metadata, without the body."""
+
+    def exists(self, key: str) -> bool:
+        """Whether `key` is there now. Storage errors other than "not found" are raised, not taken for "no"."""
+        try:
+            self.head(key)
+        except ObjectNotFound:
+            return False
+        return True
 
     @abc.abstractmethod
     def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:

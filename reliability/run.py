@@ -463,7 +463,7 @@ def events_chaos(target: Target, p: Profile, rng: random.Random) -> Outcome:
             time.sleep(rng.random() * 0.05)
 
         def all_there() -> bool:
-            return all(_exists(store, k) for k in expected)
+            return all(store.exists(k) for k in expected)
         wait_until(all_there, 120, "every dropped file's output")
         time.sleep(2.0)  # late duplicates and the next reconciliation listing still arrive
     except RuntimeError as exc:
@@ -478,14 +478,6 @@ def events_chaos(target: Target, p: Profile, rng: random.Random) -> Outcome:
     return settle(target, expected, outcome)
 
 
-def _exists(store, key: str) -> bool:
-    try:
-        store.head(key)
-        return True
-    except ObjectNotFound:
-        return False
-
-
 def late_writer(target: Target, p: Profile, rng: random.Random) -> Outcome:
     """While the run goes on, stale attempts of already committed computations run again and try to write."""
     expected = seed_fanout(target, p)
@@ -495,11 +487,11 @@ def late_writer(target: Target, p: Profile, rng: random.Random) -> Outcome:
     registry = HandlerRegistry.from_sources([HANDLERS])
     os.environ[audit.ENV] = str(target.trail)
     try:
-        wait_until(lambda: _exists(store, "numbers.json"), 60, "the fan-out", proc)
+        wait_until(lambda: store.exists("numbers.json"), 60, "the fan-out", proc)
         specs = [*declared_by(store, "numbers.txt"), *declared_by(store, "numbers.json")]
         deadline = time.monotonic() + 120
         while outcome.faults < p.late_writes and time.monotonic() < deadline:
-            committed = [s for s in specs if _exists(store, s.output)]
+            committed = [s for s in specs if store.exists(s.output)]
             if proc.poll() is not None and not committed:
                 break
             if committed:

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any, Callable, Mapping
 
-from ..errors import HandlerError, ObjectNotFound, Problem, SpecError
+from ..errors import HandlerError, Problem, SpecError
 from ..interfaces import ObjectStore
 from ..model import ComputationBlocked, ComputationResumed, ComputationSpec, SpecsSubmitted, check_key, thaw
 from ..spec import spec_from_mapping
@@ -100,7 +100,7 @@ class HandlerContext:
         other work, so waiting for work in the same pool cannot deadlock. TimeoutError names what never came."""
         for key in keys:
             check_key(key)
-        pending = [k for k in keys if not self._exists(k)]
+        pending = [k for k in keys if not self._store.exists(k)]
         self._waited.update(keys)
         if not pending:
             return
@@ -113,17 +113,10 @@ class HandlerContext:
                     raise TimeoutError(f"computation {self.computation!r} waited {timeout_s:g}s for "
                                        f"{', '.join(repr(k) for k in pending)}, which never came")
                 time.sleep(delay)  # polling the store: a handler has no event queue of its own
-                pending = [k for k in pending if not self._exists(k)]
+                pending = [k for k in pending if not self._store.exists(k)]
                 delay = min(delay * 1.5, 2.0)
         finally:
             self._signal(ComputationResumed(self.computation, self.attempt))
-
-    def _exists(self, key: str) -> bool:
-        try:
-            self._store.head(key)
-            return True
-        except ObjectNotFound:
-            return False
 
     def _keep(self, built: ComputationSpec) -> ComputationSpec:
         previous = self._emitted.get(built.computation)

@@ -32,6 +32,14 @@ def test_missing_objects_raise_object_not_found_naming_the_key(store):
             call("no/such/key")
 
 
+def test_exists_says_whether_a_key_is_there(store):
+    assert not store.exists("k")
+    store.create("k", b"1")
+    assert store.exists("k") and not store.exists("k/below") and not store.exists("other")
+    store.delete("k")
+    assert not store.exists("k")
+
+
 def test_put_replaces_and_changes_the_etag(store):
     first = store.put("k", b"one", {"a": "1"})
     second = store.put("k", b"two!")

@@ -45,21 +45,13 @@ def crash_and_restart(store_args, store, runs):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     before = executions(runs)
-    committed_before = {k for k in (f"parts/{i:03d}.json" for i in range(PARTS)) if _exists(store, k)}
+    committed_before = {k for k in (f"parts/{i:03d}.json" for i in range(PARTS)) if store.exists(k)}
     # Then a restart finishes the job
     done = subprocess.run([*GCLO, "run", *store_args, "--handlers", TEST_HANDLERS, "--workers", str(WORKERS),
                            "--until-idle", "--quiet-period", "0.5"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     return before, committed_before
-
-
-def _exists(store, key):
-    try:
-        store.head(key)
-        return True
-    except Exception:
-        return False
 
 
 def check(store, runs, before, committed_before):
