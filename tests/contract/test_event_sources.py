@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -158,13 +159,22 @@ def test_polling_waits_for_files_still_being_written(tmp_path):
 WATCHES = [LocalWatchSource, InotifySource]
 
 
+@contextmanager
+def watching(watch, root):
+    """A directory watch on `root`, started; yields the source and what it reports; stopped afterwards."""
+    got = Collector()
+    source = watch(root)
+    source.start(got)
+    try:
+        yield source, got
+    finally:
+        source.stop()
+
+
 @pytest.mark.parametrize("watch", WATCHES, ids=["watchdog", "inotify"])
 def test_watch_reports_a_file_written_in_pieces_once_it_is_closed(tmp_path, watch):
     store = LocalDirectoryStore(tmp_path / "s")
-    got = Collector()
-    source = watch(store.root)
-    source.start(got)
-    try:
+    with watching(watch, store.root) as (_, got):
         (store.root / "incoming").mkdir()
         with open(store.root / "incoming" / "big.csv", "wb") as fh:
             fh.write(b"header\n")
@@ -173,17 +183,12 @@ def test_watch_reports_a_file_written_in_pieces_once_it_is_closed(tmp_path, watc
         final = store.head("incoming/big.csv").etag
         wait_until(lambda: "incoming/big.csv" in got.keys(), 5, "the close event")
         assert all(e.etag == final for e in got.events if e.key == "incoming/big.csv")
-    finally:
-        source.stop()
 
 
 @pytest.mark.parametrize("watch", WATCHES, ids=["watchdog", "inotify"])
 def test_watch_reports_files_of_a_directory_tree_copied_in_at_once(tmp_path, watch):
     store = LocalDirectoryStore(tmp_path / "s")
-    got = Collector()
-    source = watch(store.root)
-    source.start(got)
-    try:
+    with watching(watch, store.root) as (_, got):
         staged = tmp_path / "staged"
         (staged / "day1" / "hours").mkdir(parents=True)
         for name in ("day1/a.csv", "day1/hours/b.csv", "day1/hours/c.csv"):
@@ -193,34 +198,23 @@ def test_watch_reports_files_of_a_directory_tree_copied_in_at_once(tmp_path, wat
         wait_until(lambda: keys <= set(got.keys()), 10, "the files of the moved-in tree")
         store.put("day1/hours/later.csv", b"x")  # and the moved-in directories are watched from then on
         wait_until(lambda: "day1/hours/later.csv" in got.keys(), 10, "a file written into the moved-in tree")
-    finally:
-        source.stop()
 
 
 def test_inotify_reports_a_fresh_file_renamed_into_place_at_once(tmp_path):
     # a rename is atomic, so the file is complete; watchdog sees such a move from an unwatched directory as a bare
     # creation and must wait for the file to settle
     store = LocalDirectoryStore(tmp_path / "s")
-    got = Collector()
-    source = InotifySource(store.root)
-    source.start(got)
-    try:
+    with watching(InotifySource, store.root) as (_, got):
         (store.root / "in").mkdir()
         outside = tmp_path / "fresh.csv"
         outside.write_text("complete")
         time.sleep(0.3)  # the new directory's own watch is in place
         os.rename(outside, store.root / "in" / "fresh.csv")
         wait_until(lambda: "in/fresh.csv" in got.keys(), 0.9, "the move, before the file could count as settled")
-    finally:
-        source.stop()
 
 
 def test_inotify_does_not_watch_the_reserved_prefix(tmp_path):
     store = LocalDirectoryStore(tmp_path / "s")
     store.put(".gclo/state/status.json", b"{}")
-    source = InotifySource(store.root)
-    source.start(Collector())
-    try:
+    with watching(InotifySource, store.root) as (source, _):
         assert not [d for d in source._dirs.values() if d.startswith(".gclo")]
-    finally:
-        source.stop()

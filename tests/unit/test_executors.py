@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import queue
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,18 +40,25 @@ def outcomes(q, n, timeout=30):
     return [q.get(timeout=timeout) for _ in range(n)]
 
 
-@pytest.mark.parametrize("kind", ["process", "thread"])
-def test_each_task_gets_exactly_one_outcome(kind, store):
+@contextmanager
+def running(ex, **stop):
+    """`ex` started, reporting into the queue it yields; stopped afterwards (with `stop` as stop's arguments)."""
     q: queue.Queue = queue.Queue()
-    ex = make(kind, store)
     ex.start(q.put)
     try:
+        yield q
+    finally:
+        ex.stop(**stop)
+
+
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_each_task_gets_exactly_one_outcome(kind, store):
+    ex = make(kind, store)
+    with running(ex) as q:
         for i in range(6):
             ex.submit(task(f"ok{i}", "echo", store))
         ex.submit(task("bad", "fail", store))
         got = {o.computation: o for o in outcomes(q, 7)}
-    finally:
-        ex.stop()
     assert all(isinstance(got[f"ok{i}"], ComputationSucceeded) for i in range(6))
     assert isinstance(got["bad"], ComputationFailed) and "ValueError" in got["bad"].error
     assert store.get("out/ok3").body == b"hello"
@@ -58,16 +66,12 @@ def test_each_task_gets_exactly_one_outcome(kind, store):
 
 
 def test_a_worker_that_dies_fails_its_task_and_is_replaced(store):
-    q: queue.Queue = queue.Queue()
     ex = ProcessExecutor(1, (HANDLERS,), store.uri)
-    ex.start(q.put)
-    try:
+    with running(ex) as q:
         ex.submit(task("boom", "crash", store))
         (crashed,) = outcomes(q, 1)
         ex.submit(task("after", "echo", store))
         (after,) = outcomes(q, 1)
-    finally:
-        ex.stop()
     assert isinstance(crashed, ComputationFailed)
     assert "worker process died (exit code 3)" in crashed.error
     assert crashed.worker_lost and not crashed.permanent
@@ -89,41 +93,29 @@ def test_stop_ends_a_hanging_handler_and_still_reports_it(store):
 def test_workers_that_cannot_load_handlers_fail_tasks_instead_of_hanging(store, tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('import-time failure')\n")
-    q: queue.Queue = queue.Queue()
     ex = ProcessExecutor(1, (str(broken),), store.uri)
-    ex.start(q.put)
-    try:
+    with running(ex) as q:
         ex.submit(task("t", "echo", store))
         (outcome,) = outcomes(q, 1)
-    finally:
-        ex.stop()
     assert isinstance(outcome, ComputationFailed) and "import-time failure" in outcome.error
 
 
 def test_a_cancelled_attempt_is_not_reported_as_a_lost_worker(store):
-    q: queue.Queue = queue.Queue()
     ex = ProcessExecutor(1, (HANDLERS,), store.uri)
-    ex.start(q.put)
-    try:
+    with running(ex, grace_s=0.2) as q:
         ex.submit(task("stuck", "hang", store))
         time.sleep(0.5)  # until it runs: a queued task is failed without a kill
         ex.cancel("stuck", 1)
         (cancelled,) = outcomes(q, 1, timeout=10)
-    finally:
-        ex.stop(grace_s=0.2)
     assert isinstance(cancelled, ComputationFailed) and not cancelled.worker_lost
 
 
 def test_tasks_queued_behind_a_task_whose_worker_dies_run_on_its_replacement(store):
-    q: queue.Queue = queue.Queue()
     ex = ProcessExecutor(1, (HANDLERS,), store.uri)
-    ex.start(q.put)
-    try:
+    with running(ex) as q:
         time.sleep(0.5)  # the worker is ready, so the next tasks are sent to it behind the first
         for t in (task("boom", "crash", store), task("next1", "echo", store), task("next2", "echo", store)):
             ex.submit(t)
         got = {o.computation: o for o in outcomes(q, 3, timeout=20)}
-    finally:
-        ex.stop()
     assert isinstance(got["boom"], ComputationFailed) and got["boom"].worker_lost
     assert isinstance(got["next1"], ComputationSucceeded) and isinstance(got["next2"], ComputationSucceeded)
