@@ -43,7 +43,7 @@ from gcl_orchestrator.model import (  # noqa: E402
     Dispatch,
     ObjectAvailable,
 )
-from gcl_orchestrator.spec import encode_gcl, spec_from_mapping  # noqa: E402
+from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping  # noqa: E402
 from gcl_orchestrator.runtime import tune_garbage_collection  # noqa: E402
 from gcl_orchestrator.storage import open_store  # noqa: E402
 

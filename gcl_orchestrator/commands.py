@@ -16,8 +16,9 @@ from .config import DevSettings, HandlerRegistry, RunSettings, base_store, build
 from .devservers import SeaweedFS
 from .errors import ConfigError, ObjectNotFound, SpecError, StorageError
 from .model import check_key
-from .runtime import read_status, render_status, tune_garbage_collection
-from .spec import encode_gcl, load_gcl
+from .runtime import tune_garbage_collection
+from .views import read_status, render_graph, render_status
+from .gcl import encode_gcl, load_gcl
 from .storage import S3ObjectStore, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -103,8 +104,6 @@ def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.s
 
 
 def graph(store_uri: str, fmt: str, out: TextIO = sys.stdout, endpoint_url: str | None = None) -> int:
-    from .runtime.graph import render_graph
-
     store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
     doc = read_status(store)
     if doc is None:

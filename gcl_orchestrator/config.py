@@ -13,7 +13,8 @@ from .errors import ConfigError, GclError, RulesError
 from .interfaces import EventSource, Executor, ObjectStore
 from .core import SchedulerConfig
 from .model import FrozenDict, PoolSpec
-from .runtime import HandlerRegistry, Orchestrator, ProcessExecutor, RunOptions, ThreadExecutor
+from .executors import ProcessExecutor, ThreadExecutor
+from .runtime import HandlerRegistry, Orchestrator, RunOptions
 from .sources import (
     LocalWatchSource,
     MemoryPushSource,
@@ -25,7 +26,7 @@ from .sources import (
 )
 from .sources.inotify import InotifySource
 from .sources.inotify import available as inotify_available
-from .spec import RuleSet
+from .gcl import RuleSet
 from .storage import LocalDirectoryStore, MemoryObjectStore, RetryingStore, S3ObjectStore, open_store
 
 EVENT_CHOICES = ("auto", "watch", "poll", "memory", "sqs", "seaweedfs", "minio", "minio-webhook")

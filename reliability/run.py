@@ -50,7 +50,7 @@ from gcl_orchestrator.model import ObjectCreated  # noqa: E402
 from gcl_orchestrator.runtime import HandlerRegistry, audit  # noqa: E402
 from gcl_orchestrator.runtime.worker import run_task  # noqa: E402
 from gcl_orchestrator.sources import PollingSource  # noqa: E402
-from gcl_orchestrator.spec import encode_gcl, load_gcl, read_gcl_fields, spec_from_mapping  # noqa: E402
+from gcl_orchestrator.gcl import encode_gcl, load_gcl, read_gcl_fields, spec_from_mapping  # noqa: E402
 from gcl_orchestrator.storage import open_store  # noqa: E402
 
 HANDLERS = str(HERE / "handlers.py")

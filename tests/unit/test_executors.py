@@ -10,8 +10,9 @@ import pytest
 
 from gcl_orchestrator.interfaces import Task
 from gcl_orchestrator.model import ComputationFailed, ComputationSucceeded
-from gcl_orchestrator.runtime import HandlerRegistry, ProcessExecutor, ThreadExecutor
-from gcl_orchestrator.spec import spec_from_mapping
+from gcl_orchestrator.executors import ProcessExecutor, ThreadExecutor
+from gcl_orchestrator.runtime import HandlerRegistry
+from gcl_orchestrator.gcl import spec_from_mapping
 from gcl_orchestrator.storage import LocalDirectoryStore
 
 HANDLERS = str(Path(__file__).parent.parent / "handlers" / "pipeline.py")

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from gcl_orchestrator.errors import GclError, InvalidKeyError, RulesError, SpecError
 from gcl_orchestrator.model import check_key, normalize_metadata
-from gcl_orchestrator.spec import RuleSet, load_gcl, read_gcl_fields
-from gcl_orchestrator.spec.metadata import valid_sidecar_key
+from gcl_orchestrator.gcl import RuleSet, load_gcl, read_gcl_fields
+from gcl_orchestrator.gcl.metadata import valid_sidecar_key
 from gcl_orchestrator.storage.s3 import parse_s3_uri
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

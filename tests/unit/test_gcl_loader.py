@@ -7,7 +7,7 @@ import pytest
 
 from gcl_orchestrator.errors import SpecError
 from gcl_orchestrator.model import ComputationSpec
-from gcl_orchestrator.spec import load_gcl, schema
+from gcl_orchestrator.gcl import load_gcl, schema
 
 ONE = {"computation": "c", "inputs": ["in/a.csv"], "output": "out/a.json", "handler_type": "profile"}
 

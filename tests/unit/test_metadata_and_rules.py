@@ -5,9 +5,9 @@ import pytest
 
 from gcl_orchestrator.errors import RulesError
 from gcl_orchestrator.model import metadata_get, normalize_metadata
-from gcl_orchestrator.spec import encode_gcl, load_gcl, read_gcl_fields, spec_from_mapping
-from gcl_orchestrator.spec.metadata import METADATA_LIMIT_BYTES, SIDECAR_PREFIX, metadata_size, valid_sidecar_key
-from gcl_orchestrator.spec.rules import RuleSet, glob_to_regex
+from gcl_orchestrator.gcl import encode_gcl, load_gcl, read_gcl_fields, spec_from_mapping
+from gcl_orchestrator.gcl.metadata import METADATA_LIMIT_BYTES, SIDECAR_PREFIX, metadata_size, valid_sidecar_key
+from gcl_orchestrator.gcl.rules import RuleSet, glob_to_regex
 
 
 def spec(name, **extra):

@@ -10,17 +10,13 @@ import pytest
 
 from gcl_orchestrator.interfaces import Task
 from gcl_orchestrator.model import ComputationSucceeded
-from gcl_orchestrator.runtime import (
-    HandlerRegistry,
-    Orchestrator,
-    RunOptions,
-    ThreadExecutor,
-    read_status,
-)
+from gcl_orchestrator.executors import ThreadExecutor
+from gcl_orchestrator.runtime import HandlerRegistry, Orchestrator, RunOptions
+from gcl_orchestrator.views import read_status
 from gcl_orchestrator.runtime import audit
 from gcl_orchestrator.runtime.worker import run_task
 from gcl_orchestrator.sources import MemoryPushSource, PollingSource
-from gcl_orchestrator.spec import RuleSet, encode_gcl, load_gcl, spec_from_mapping
+from gcl_orchestrator.gcl import RuleSet, encode_gcl, load_gcl, spec_from_mapping
 from gcl_orchestrator.storage import MemoryObjectStore
 
 HANDLERS = str(Path(__file__).parent.parent / "handlers" / "pipeline.py")

@@ -14,7 +14,7 @@ from gcl_orchestrator.model import (
     SpecsSubmitted,
     State,
 )
-from gcl_orchestrator.spec import spec_from_mapping
+from gcl_orchestrator.gcl import spec_from_mapping
 
 
 def spec(name, inputs, output, priority="normal", handler_type="h", **extra):
