@@ -120,8 +120,11 @@ def scheduling_config(settings: RunSettings, workers: int) -> SchedulerConfig:
         pools.append(pool)
     if settings.deadlock_grace_s is not None and settings.deadlock_grace_s < 0:
         raise ConfigError("--deadlock-grace must be >= 0 seconds, or off")
+    # A batch run (--until-idle) ends, so work whose inputs nothing will produce fails; a service keeps it
+    # waiting (reported as stalled), because the file may still be uploaded.
     return SchedulerConfig(pools=tuple(pools), ageing_per_s=settings.ageing_per_s,
-                           deadlock_grace_s=settings.deadlock_grace_s)
+                           deadlock_grace_s=settings.deadlock_grace_s,
+                           missing_inputs="fail" if settings.until_idle else "wait")
 
 
 def base_store(store: ObjectStore) -> ObjectStore:

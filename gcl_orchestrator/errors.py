@@ -26,22 +26,32 @@ class Problem:
         where = self.path or "(document)"
         if self.line is not None:
             where = f"line {self.line}: {where}"
-        return f"{where}: {self.message}"
+        message = self.message if len(self.message) <= 500 else self.message[:500] + "..."
+        return f"{where}: {message}"
+
+
+SHOWN_PROBLEMS = 50  # a message lists this many problems at most, then says how many more there are
 
 
 class SpecError(GclError):
-    """A GCL document or spec is invalid. Carries every problem found, not only the first."""
+    """A GCL document or spec is invalid. Carries every problem found, not only the first; its message shows
+    the first SHOWN_PROBLEMS of them (`gclo validate` prints them all)."""
 
     def __init__(self, problems: list[Problem] | tuple[Problem, ...], source: str | None = None):
         self.problems = tuple(problems)
         self.source = source
         head = f"invalid GCL in {source}" if source else "invalid GCL"
-        lines = "\n".join(f"  {p}" for p in self.problems)
+        shown = [f"  {p}" for p in self.problems[:SHOWN_PROBLEMS]]
+        if len(self.problems) > SHOWN_PROBLEMS:
+            shown.append(f"  ... and {len(self.problems) - SHOWN_PROBLEMS} more")
+        lines = "\n".join(shown)
         super().__init__(f"{head} ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}):\n{lines}")
 
-    def one_line(self) -> str:
-        """The problems joined on one line, for status tables and logs."""
-        return "; ".join(str(p) for p in self.problems)
+    def one_line(self, limit: int = 10) -> str:
+        """The first `limit` problems joined on one line, for status tables and logs."""
+        text = "; ".join(str(p) for p in self.problems[:limit])
+        more = len(self.problems) - limit
+        return text + (f"; and {more} more problem{'s' if more != 1 else ''}" if more > 0 else "")
 
 
 class RulesError(GclError):
@@ -76,6 +86,16 @@ class ObjectNotFound(PermanentStorageError):
     def __init__(self, key: str, store: str = ""):
         self.key = key
         super().__init__(f"no object at key {key!r}" + (f" in {store}" if store else ""))
+
+
+class UnreadableObject(PermanentStorageError):
+    """The object is there but cannot be read as it is (its headers are too large for the HTTP client, its
+    metadata is not text): a fault of that object, recorded against its key, never a store outage."""
+
+    def __init__(self, key: str, reason: str):
+        self.key = key
+        self.reason = reason
+        super().__init__(f"object {key!r} cannot be read: {reason}")
 
 
 class ObjectAlreadyExists(StorageError):
@@ -124,6 +144,25 @@ class UnknownHandlerType(HandlerError):
 
 class PermanentHandlerError(HandlerError):
     """Raised by a handler to say that retrying this computation cannot help."""
+
+
+class WaitFailed(HandlerError):
+    """Raised in a handler by `ctx.wait_for` or a submit handle's `result()`: a key it waited for will never
+    come, because the computation producing it failed, was upstream-failed or was refused. `outcomes` holds one
+    `model.KeyOutcome` per such key."""
+
+    def __init__(self, message: str, outcomes: tuple = ()):
+        self.outcomes = outcomes
+        super().__init__(message)
+
+
+class SubmissionRejected(HandlerError):
+    """Raised by a submit handle's `result()` when the orchestrator refused the submitted computation."""
+
+
+class DeadlockError(HandlerError):
+    """Raised in a handler whose wait the orchestrator ended because it could never be satisfied (the handler
+    holds what the awaited work needs, or nothing will ever produce the key)."""
 
 
 # --- configuration ---------------------------------------------------------------------------------------------

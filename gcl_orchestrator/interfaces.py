@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
 from .errors import ObjectNotFound
-from .model import ComputationFailed, ComputationSpec, ComputationSucceeded, ObjectCreated
+from .model import ComputationSpec, ObjectCreated
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,15 @@ class EventSource(abc.ABC):
 
 @dataclass(frozen=True)
 class Task:
-    """One attempt of one computation, as handed to an executor. Picklable: it crosses process boundaries."""
+    """One attempt of one computation, as handed to an executor. Picklable: it crosses process boundaries.
+    `lent`: it runs on a slot lent by a handler waiting for it, so it must start at once (on an idle worker, or
+    one started for it), never queued behind another task."""
 
     spec: ComputationSpec
     attempt: int
     store_uri: str
     pool: str = "general"
+    lent: bool = False
 
 
 class Executor(abc.ABC):
@@ -144,8 +147,14 @@ class Executor(abc.ABC):
       worker, is cancelled, hangs past `stop`, or the worker cannot start.
     - `cancel(computation, attempt)` ends that attempt if it is queued or running (a time-out); its outcome is
       still emitted (as a failure, unless it finished first). Cancelling what is not there does nothing.
+    - `deliver(computation, attempt, message)` hands the core's answer (a WaitOver, a SubmitAnswer) to that
+      attempt's handler if it still runs; otherwise it is dropped. It never blocks on the handler.
+    - Events a running handler raises (submissions, waits) are emitted like outcomes, in the order raised.
+    - A task with `lent` set starts at once, on an idle worker or one started for it; other tasks never make
+      more than a pool's slots run at once.
     - `stop(grace_s)` lets running tasks finish for up to `grace_s` seconds, then ends them; idempotent; leaves
-      no thread or process behind.
+      no thread or process behind. An executor that cannot go on emits ComponentFailed after failing every task
+      it holds, so that no computation is left running with no attempt behind it.
     """
 
     @property
@@ -158,7 +167,7 @@ class Executor(abc.ABC):
     def cancel(self, computation: str, attempt: int) -> None: ...
 
     @abc.abstractmethod
-    def start(self, emit: Callable[[ComputationSucceeded | ComputationFailed], None]) -> None: ...
+    def start(self, emit: Callable[[object], None]) -> None: ...
 
     @abc.abstractmethod
     def submit(self, task: Task) -> None: ...
@@ -167,6 +176,14 @@ class Executor(abc.ABC):
         """Several tasks at once, in order (an executor may hand them over in one step)."""
         for task in tasks:
             self.submit(task)
+
+    @abc.abstractmethod
+    def deliver(self, computation: str, attempt: int, message: object) -> None: ...
+
+    def expedite(self, computation: str, attempt: int) -> None:
+        """That attempt, submitted earlier, is now needed by a waiting handler: if it still waits in a queue of
+        this executor's, start it at once as if it had been submitted with `lent`. The default does nothing (an
+        executor that queues nothing ahead)."""
 
     @abc.abstractmethod
     def stop(self, grace_s: float = 5.0) -> None: ...

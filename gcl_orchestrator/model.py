@@ -52,6 +52,21 @@ def check_key(key: str, *, allow_reserved: bool = False) -> str:
     return key
 
 
+def shorten(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters with its full size said: messages name a value, never print a
+    long one whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} items" if isinstance(value, (list, tuple, dict, set)) else f"{len(text):,} characters"
+    return f"{text[:limit]}... ({size})"
+
+
+def clip(text: str, limit: int = 500) -> str:
+    """A message cut to `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters in all)"
+
+
 def is_reserved(key: str) -> bool:
     return key.startswith(RESERVED_PREFIX) or key == RESERVED_PREFIX.rstrip("/")
 
@@ -79,6 +94,24 @@ def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     if size > METADATA_LIMIT_BYTES:
         raise ValueError(f"user metadata is {size} bytes; S3 allows {METADATA_LIMIT_BYTES}")
     return out
+
+
+def header_text(raw: bytes) -> str:
+    """Metadata bytes as text, the same way on every path (an HTTP header read by a HEAD, a base64 value in a
+    SeaweedFS event): UTF-8, with anything that is not UTF-8 replaced (so it fails visibly later, never as two
+    different strings for one object)."""
+    return raw.decode("utf-8", "replace")
+
+
+def header_value(value: str) -> str:
+    """A header value as Python's HTTP client hands it over (each byte as one ISO-8859-1 character), decoded
+    like `header_text`. Pure ASCII, what gcl-orchestrator writes, comes back unchanged."""
+    if value.isascii():
+        return value
+    try:
+        return header_text(value.encode("latin-1"))
+    except UnicodeEncodeError:  # not from an HTTP header after all
+        return value
 
 
 def metadata_get(metadata: Mapping[str, str] | None, name: str) -> str | None:
@@ -241,6 +274,7 @@ class ComputationSucceeded(NamedTuple):
     subscriber: str | None = None  # handler type to tell when each emitted computation ends (ctx request)
     committed_at: float = 0.0  # wall time at which the output write completed
     requests: int = 0  # store requests the attempt made (where the store counts them)
+    gcl_error: str | None = None  # why the GCL of the output found already there was refused
 
 
 class ComputationFailed(NamedTuple):
@@ -255,39 +289,66 @@ class ComputationFailed(NamedTuple):
 
 @dataclass(frozen=True)
 class ComputationBlocked:
-    """A running handler waits (ctx.wait_for) for `keys`; its worker slot can be lent to other work meanwhile."""
+    """A running handler waits (ctx.wait_for, a submit handle's result) until `keys` exist. The core answers with
+    a `WaitOver` carrying `wait_id` once every key exists, or at once when one of them will never come. Meanwhile
+    the attempt's worker slot is lent to the work it waits for; its declared resources stay held."""
 
     computation: str
     attempt: int
     keys: tuple[str, ...]
+    wait_id: int = 0
 
 
 @dataclass(frozen=True)
 class ComputationResumed:
-    """A blocked handler stopped waiting and takes its slot back."""
+    """A blocked handler stopped waiting by itself (its own time-out) and takes its slot back."""
 
     computation: str
     attempt: int
+
+
+@dataclass(frozen=True)
+class IncidentReported:
+    """Something went wrong that the run survives (a background loop crashed and was restarted, an object that
+    cannot be read): logged, and kept in the status for people to see."""
+
+    where: str
+    message: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ComponentFailed:
+    """A part the run cannot do without (the executor) cannot go on: the run ends, with exit code 3."""
+
+    component: str
+    message: str
 
 
 # --- events the core consumes (the runtime resolves ObjectCreated into ObjectAvailable) -------------------------
 
 
 class ObjectAvailable(NamedTuple):
-    """`key` exists in the store. `specs` came with it in GCL metadata; `gcl_error` says why its GCL was rejected."""
+    """`key` exists in the store, at version `etag` (None: not known). `specs` came with it in GCL metadata, or
+    None when its metadata was not read because the attempt producing it is running and its report will carry
+    them; `gcl_error` says why its GCL was rejected."""
 
     key: str
-    specs: tuple[ComputationSpec, ...] = ()
+    specs: tuple[ComputationSpec, ...] | None = ()
     gcl_error: str | None = None
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
 class SpecsSubmitted:
-    """Specs that arrived without an object of their own (a rules match, a CLI or API submission)."""
+    """Specs that arrived without an object of their own (a rules match, a CLI or API submission, a handler's
+    `ctx.submit`). `request`, when given, is `(computation, attempt, request_id)` of the handler attempt that
+    submitted them: the core answers it with a `SubmitAnswer`."""
 
     source: str
     specs: tuple[ComputationSpec, ...]
     subscriber: str | None = None
+    request: tuple[str, int, int] | None = None
 
 
 CoreEvent = (ObjectAvailable | SpecsSubmitted | ComputationSucceeded | ComputationFailed | ComputationBlocked
@@ -299,16 +360,28 @@ CoreEvent = (ObjectAvailable | SpecsSubmitted | ComputationSucceeded | Computati
 
 class Dispatch(NamedTuple):
     """Run `spec` now in worker pool `pool`. Attempt numbers start at 1 and count every attempt of the
-    computation, alternatives included; `spec` is the variant to run (an alternative applied, if any)."""
+    computation, alternatives included; `spec` is the variant to run (an alternative applied, if any). `lent`:
+    it runs on a slot lent by a handler that waits for it, so it must start at once, not queue behind others."""
 
     spec: ComputationSpec
     attempt: int
     pool: str = "general"
+    lent: bool = False
+
+
+@dataclass(frozen=True)
+class Expedite:
+    """Attempt `attempt` of `computation`, dispatched earlier, now runs on a slot lent by a handler that waits
+    for it: if it still waits in the executor's queue, start it at once."""
+
+    computation: str
+    attempt: int
 
 
 @dataclass(frozen=True)
 class Cancel:
-    """End attempt `attempt` of `computation` (a time-out); the core already counted it as failed."""
+    """End attempt `attempt` of `computation` (a time-out, or its output appeared while it ran); the core has
+    already given its slot back."""
 
     computation: str
     attempt: int
@@ -349,6 +422,15 @@ class Deadlock:
 
 
 @dataclass(frozen=True)
+class Stalled:
+    """Work that waits for inputs nothing registered produces, after the grace period: in service mode it keeps
+    waiting (an upload may still come) and is reported, once, instead of being failed."""
+
+    computations: tuple[str, ...]
+    explanation: str
+
+
+@dataclass(frozen=True)
 class Reject:
     """Tell the user that a spec from `source` was refused, and why. The core has already recorded it."""
 
@@ -366,7 +448,67 @@ class Settle(NamedTuple):
     detail: str = ""
 
 
-Instruction = Dispatch | Reject | Settle | Cancel | Notify | Deadlock
+@dataclass(frozen=True)
+class AttemptFailed:
+    """Attempt `attempt` of `computation` failed with `error`; `then` says what follows (a retry and its delay,
+    the next alternative, or nothing: a Settle follows)."""
+
+    computation: str
+    attempt: int
+    error: str
+    then: str
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ReadGcl:
+    """The GCL of `key` was not read when it appeared (the attempt producing it was expected to report it) and
+    that attempt ended without doing so: read the object's metadata and report it as ObjectAvailable."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class KeyOutcome:
+    """How a key a handler waited for turned out: produced, or never (its producer failed, was upstream-failed,
+    or was rejected), with the producer's name and error."""
+
+    key: str
+    computation: str | None
+    state: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitOver:
+    """The answer to a ComputationBlocked: every key exists (`failures` empty), or some never will; `deadlock`
+    says why the core ended a wait that could not be satisfied."""
+
+    wait_id: int
+    failures: tuple[KeyOutcome, ...] = ()
+    deadlock: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitAnswer:
+    """The answer to a handler's submission: per computation, its state once registered, or why it was refused."""
+
+    request_id: int
+    accepted: tuple[tuple[str, str], ...]  # (computation, state)
+    rejected: tuple[tuple[str, str], ...]  # (computation, reason)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Deliver `message` (a WaitOver or a SubmitAnswer) to attempt `attempt` of `computation`, which is running."""
+
+    computation: str
+    attempt: int
+    message: WaitOver | SubmitAnswer
+
+
+Instruction = (Dispatch | Reject | Settle | Cancel | Notify | Deadlock | Stalled | AttemptFailed | ReadGcl
+               | Reply | Expedite)
 
 
 class State(str, enum.Enum):

@@ -1,8 +1,14 @@
-"""The scheduling core: the global graph, mutated only by `handle(events, now) -> instructions`.
+"""The scheduling core: the global graph, changed only by `handle(events, now) -> instructions`.
 
-No I/O, no clock, no threads; randomness (retry jitter) comes from an injected generator. Cost per event is
-what the event touches (the waiters of one key, the specs it carries, one pool's heap), never the size of the
-graph; only deadlock resolution scans, and only after the graph has been quiet for the grace period.
+No I/O, no clock, no threads; randomness (retry jitter) comes from an injected generator. Every change of a
+computation's state goes through `_transition`, which checks it against `TRANSITIONS` and does what leaving the
+old state and entering the new one entail; `validate_state()` checks every invariant of the tables. Cost per
+event is what the event touches (the waiters of one key, the specs it carries, one pool's queue), never the size
+of the graph; only the deadlock check scans, and only after the graph has been quiet for the grace period.
+
+How to read it: `handle` takes a batch; `_apply` routes each event to one `_on_*` method; those change state only
+through `_transition`, whose `_enter_*` methods carry the consequences (a ready queue entry, a Settle, the wave of
+upstream failures); `_dispatch` then starts what fits.
 """
 from __future__ import annotations
 
@@ -10,129 +16,132 @@ import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
-from operator import attrgetter
 from typing import Iterable, Iterator
 
 from ..errors import CycleError
 from ..model import (
+    AttemptFailed,
     Cancel,
     Completion,
     ComputationBlocked,
-    ComputationResumed,
     ComputationFailed,
+    ComputationResumed,
     ComputationSpec,
     ComputationSucceeded,
     Deadlock,
     Dispatch,
+    Expedite,
     Instruction,
+    KeyOutcome,
     Notify,
     ObjectAvailable,
     PoolSpec,
+    ReadGcl,
     Reject,
+    Reply,
     RetryPolicy,
     Settle,
     SpecsSubmitted,
+    Stalled,
     State,
+    SubmitAnswer,
+    WaitOver,
     variant,
     variant_label,
 )
 
-# The states as module constants: `State.DONE` is a descriptor call on CPython 3.11 (about 0.2 µs, several per
-# computation on the hot path); a module global is a dictionary lookup.
+# `State.DONE` is a descriptor call on CPython 3.11; module constants are plain lookups.
 WAITING, READY, RUNNING, RETRYING = State.WAITING, State.READY, State.RUNNING, State.RETRYING
 DONE, FAILED, UPSTREAM_FAILED = State.DONE, State.FAILED, State.UPSTREAM_FAILED
-# The NamedTuples' generated __new__ is a Python function with defaults; the hot path builds its per-computation
-# instructions from a complete tuple instead (half the cost; same objects).
-_new = tuple.__new__
-ACTIVE = (WAITING, READY, RUNNING, RETRYING)
 FINAL = (DONE, FAILED, UPSTREAM_FAILED)
+NEW = None  # the "state" of a computation before it is registered
+
+# Every state change the core makes, and nothing else. The commit is the fact: an output that appears settles
+# its producer as done from any state, failed ones included (their dependents then come back).
+TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset({
+    (NEW, WAITING), (NEW, READY), (NEW, DONE), (NEW, FAILED), (NEW, UPSTREAM_FAILED),
+    (WAITING, READY), (WAITING, DONE), (WAITING, FAILED), (WAITING, UPSTREAM_FAILED),
+    (READY, RUNNING), (READY, DONE),
+    (RUNNING, DONE), (RUNNING, RETRYING), (RUNNING, READY), (RUNNING, FAILED),
+    (RETRYING, READY), (RETRYING, DONE),
+    (FAILED, DONE),
+    (UPSTREAM_FAILED, WAITING), (UPSTREAM_FAILED, READY), (UPSTREAM_FAILED, DONE),
+})
+
+
+class InvariantError(AssertionError):
+    """The core's tables disagree with each other: a bug in the core, never a user error."""
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Pools (the first one without handler types is the general pool), ageing of ready work in priority
-    points per second, how long the graph must be quiet before waiting work counts as deadlocked (None: never),
-    the retry policy for specs that declare none, and how many attempts lost with their worker process (a crash,
-    a kill, the OOM killer) are granted on top of any policy: infrastructure failures are retried even when the
-    handler's own errors are not."""
+    """Pools (the first one without handler types is the general pool); ageing of ready work in priority points
+    per second; how long the graph must be quiet before work waiting for inputs nothing produces is dealt with
+    (None: never), and how: `"fail"` (a batch run, `--until-idle`) or `"wait"` (a service: it is reported as
+    stalled and still runs when its inputs arrive); the retry policy for specs that declare none; how many
+    attempts lost with their worker process (a crash, a kill, the OOM killer) are granted on top of any policy;
+    attempts per slot dispatched beyond a pool's slots for the executor to queue (Executor.prefetch; never work
+    with a time-out, whose clock starts at dispatch); and how long an attempt may still run after its output
+    appeared before it is cancelled (it is usually the one that wrote it, and about to report)."""
 
     pools: tuple[PoolSpec, ...] = (PoolSpec("general", 1),)
     ageing_per_s: float = 1.0
     deadlock_grace_s: float | None = 60.0
+    missing_inputs: str = "fail"
     default_retry: RetryPolicy = RetryPolicy()
     lost_worker_retries: int = 2
-    # Attempts per slot dispatched beyond a pool's slots, for the executor to queue (Executor.prefetch). Work with
-    # a time-out is never dispatched into that queue: its clock starts at dispatch.
     prefetch: int = 0
+    commit_grace_s: float = 5.0
 
 
-_NOTHING_MISSING: frozenset[str] = frozenset()
-_by_name = attrgetter("spec.computation")
-
-
-def _each(waiting: ComputationRecord | set[ComputationRecord] | tuple) -> Iterable[ComputationRecord]:
-    """The computations of one `Scheduler._waiters` entry (a record alone, or a set of them)."""
-    return (waiting,) if type(waiting) is ComputationRecord else waiting
-
-
-@dataclass(slots=True, init=False, eq=False)
 class ComputationRecord:
-    """What the core knows of one computation. Read it; only the Scheduler changes it. Compared and hashed by
-    identity: the core's indexes hold records, not names, to spare a lookup per step."""
+    """What the core knows of one computation. Read it; only the Scheduler changes it."""
 
-    spec: ComputationSpec
-    source: str  # the object key (or other origin) whose GCL declared it
-    state: State
-    missing: set[str] | frozenset[str]  # inputs not yet available (a shared empty frozenset once there are none)
-    attempts: int  # all attempts, every alternative included; also the id of the current one
-    variant_attempts: int  # attempts of the current variant
-    lost_attempts: int  # attempts whose worker process died under them
-    alternative: int  # 0: the spec itself; i: spec.alternatives[i - 1]
-    pool: str
-    last_error: str | None
-    errors: tuple[str, ...]  # every failed attempt and unplaceable variant, oldest first
-    note: str
-    produced_by: str | None  # name of the variant that produced the output
-    registered_at: float
-    ready_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    retry_at: float | None
-    blocked_on: tuple[str, ...]  # keys a running handler waits for; its slot is lent meanwhile
-    subscribers: tuple[str, ...]  # handler types told when this computation ends (notify + ctx requests)
+    __slots__ = ("spec", "current", "alternative", "source", "state", "missing", "attempts", "variant_attempts",
+                 "lost_attempts", "pool", "running_attempt", "lent", "blocked_on", "wait_id", "blocked_at",
+                 "awaited", "last_error", "errors", "note", "produced_by", "registered_at",
+                 "ready_at", "started_at", "finished_at", "retry_at", "subscribers", "stalled")
 
-    def __init__(self, spec: ComputationSpec, source: str, state: State, registered_at: float = 0.0,
-                 subscribers: tuple[str, ...] = ()):
-        # Written out rather than generated: one record per computation, and the generated __init__ (keyword
-        # defaults, two default factories) costs twice as much.
+    def __init__(self, spec: ComputationSpec, source: str, registered_at: float, subscribers: tuple[str, ...]):
         self.spec = spec
-        self.source = source
-        self.state = state
-        self.missing = _NOTHING_MISSING
-        self.attempts = self.variant_attempts = self.lost_attempts = self.alternative = 0
-        self.pool = self.note = ""
-        self.last_error = self.produced_by = None
-        self.errors = ()
+        self.current = spec  # the variant being tried: the spec itself, or an alternative applied to it
+        self.alternative = 0  # 0: the spec itself; i: spec.alternatives[i - 1]
+        self.source = source  # the object key (or other origin) whose GCL declared it
+        self.state: State | None = NEW
+        self.missing: set[str] = set()  # inputs not yet available, while WAITING
+        self.attempts = 0  # every attempt, alternatives included; also the number of the latest one
+        self.variant_attempts = 0  # attempts of the current variant
+        self.lost_attempts = 0  # attempts whose worker process died under them
+        self.pool = ""
+        self.running_attempt: int | None = None  # the attempt holding a slot: dispatched, not yet reported
+        self.lent = False  # that attempt runs on a slot lent by a waiting handler
+        self.blocked_on: set[str] = set()  # keys that attempt waits for (its slot is lent meanwhile)
+        self.wait_id = 0
+        self.blocked_at = 0.0
+        self.awaited = False  # a waiting handler needs its output: it may run on a lent slot
+        self.last_error: str | None = None
+        self.errors: tuple[str, ...] = ()  # every failed attempt and unplaceable variant, oldest first
+        self.note = ""
+        self.produced_by: str | None = None  # name of the variant that produced the output
         self.registered_at = registered_at
-        self.ready_at = self.started_at = self.finished_at = self.retry_at = None
-        self.blocked_on = ()
-        self.subscribers = subscribers
+        self.ready_at: float | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.retry_at: float | None = None
+        self.subscribers = subscribers  # handler types told when it ends (notify + ctx requests)
+        self.stalled = False
 
     @property
     def name(self) -> str:
         return self.spec.computation
 
     @property
-    def current(self) -> ComputationSpec:
-        """The spec of the variant being tried (the spec itself, or an alternative applied to it)."""
-        # The plain spec needs no lookup: hashing a spec for the cache is the costliest step on the hot path.
-        return variant(self.spec, self.alternative) if self.alternative else self.spec
-
-    @property
     def label(self) -> str:
         """The name of the variant being tried."""
-        return variant_label(self.spec, self.alternative) if self.alternative else self.spec.computation
+        return variant_label(self.spec, self.alternative)
+
+    def __repr__(self) -> str:
+        return f"<ComputationRecord {self.name!r} {self.state}>"
 
 
 @dataclass(frozen=True)
@@ -147,13 +156,17 @@ class Rejection:
 class _Pool:
     spec: PoolSpec
     # Ready work, highest aged priority first and first come first within one: a heap of the distinct keys
-    # (negated aged priority) and a FIFO of computations per key. Computations made ready together share a key,
-    # so the heap stays small and compares floats, not (key, order, name) tuples.
+    # (negated aged priority) and a FIFO of computations per key. Entries of records that left READY are
+    # skipped when they come up.
     ready: list[float] = field(default_factory=list)
     queued: dict[float, deque[ComputationRecord]] = field(default_factory=dict)
-    running: int = 0
-    used: dict[str, float] = field(default_factory=dict)
-    limit: int = 0  # attempts it may hold: its slots, plus what the executor queues ahead (prefetch per slot)
+    awaited: deque[ComputationRecord] = field(default_factory=deque)  # ready work a waiting handler needs
+    expedite: deque[ComputationRecord] = field(default_factory=deque)  # dispatched work it needs, maybe queued
+    running: int = 0  # attempts on its own slots (blocked ones included: they keep their slot's place)
+    lent_out: int = 0  # slots lent by blocked attempts
+    on_lent: int = 0  # attempts running on lent slots
+    used: dict[str, float] = field(default_factory=dict)  # resources held by its attempts, blocked ones too
+    limit: int = 0  # attempts it may hold on its own slots: the slots, plus what the executor queues ahead
 
 
 class Scheduler:
@@ -167,29 +180,29 @@ class Scheduler:
             raise ValueError("give either slots or config")
         if not config.pools or any(p.slots < 1 for p in config.pools):
             raise ValueError("every pool needs at least one slot")
+        if config.missing_inputs not in ("fail", "wait"):
+            raise ValueError("missing_inputs is 'fail' or 'wait'")
         self.config = config
         self._rng = rng or random.Random(0)
         self._pools = {p.name: _Pool(p, limit=p.slots * (1 + config.prefetch)) for p in config.pools}
         general = [p for p in config.pools if not p.handler_types]
         self._general = general[0].name if general else None
         self._affinity = {t: p.name for p in config.pools for t in p.handler_types}
-        self._plain_route = self._general if not self._affinity else None
-        self._ageing = config.ageing_per_s
-        self._grace = config.deadlock_grace_s
         self._records: dict[str, ComputationRecord] = {}
         self._producer: dict[str, ComputationRecord] = {}  # output key -> the computation producing it
-        # input key -> computations reading it: the name itself while there is one (most keys), a list after;
-        # a one-element set per key would triple this index's memory, and at 100k keys memory is time. Both
-        # indexes are filled inline in _register: a shared helper, one call per input, cost 5% at fan-in.
-        self._consumers: dict[str, str | list[str]] = {}
-        # missing key -> computations waiting for it: the record itself while one waits (most keys), a set after
-        # (a set, unlike the consumers' list, because waiters leave one at a time: _unwait)
-        self._waiters: dict[str, ComputationRecord | set[ComputationRecord]] = {}
-        self._available: set[str] = set()
-        self._failed_keys: dict[str, str] = {}  # output of a failed computation -> that computation
+        self._consumers: dict[str, list[ComputationRecord]] = {}  # input key -> computations reading it
+        # Ordered sets (dicts with None values), so that what a key wakes moves on in registration order.
+        self._waiters: dict[str, dict[ComputationRecord, None]] = {}  # missing key -> WAITING computations
+        self._blocked_waiters: dict[str, dict[ComputationRecord, None]] = {}  # key -> blocked attempts
+        self._blocked: dict[str, ComputationRecord] = {}  # computations whose running attempt is blocked
+        self._versions: dict[str, str | None] = {}  # available key -> the version (etag) seen
+        self._failed_keys: dict[str, str] = {}  # output of a failed computation -> the computation to blame
+        self._gcl_unread: set[str] = set()  # available keys whose metadata has not been read yet
+        self._failing: deque[ComputationRecord] = deque()  # failed, their dependents not yet upstream-failed
         self._timers: list[tuple[float, int, str, str, int]] = []  # (due, order, kind, computation, attempt)
         self._seq = 0
         self._counts = {s: 0 for s in State}
+        self._outstanding = 0  # attempts holding a slot, in all pools
         self._rejections: list[Rejection] = []
         self._rejection_seen: set[tuple[str, str | None, str]] = set()
         self._deadlocks: list[Deadlock] = []
@@ -210,74 +223,719 @@ class Scheduler:
         """Apply a batch of events at time `now` and return what to do. An empty batch lets time pass (retry
         delays, time-outs, deadlock grace). Within a batch, every object becomes available before any spec is
         registered, so a listing handed over in one batch never reruns existing outputs."""
-        if type(events) is not list:
-            events = list(events)
         out: list[Instruction] = []
+        events = events if type(events) is list else list(events)
         if events:
             self._last_activity = now
             self._apply(events, now, out)
         if self._timers and self._timers[0][0] <= now:
             self._fire_timers(now, out)
         self._dispatch(now, out)
-        grace = self._grace
-        if grace is not None and now >= self._last_activity + grace and self._counts[WAITING]:
+        if (self._grace is not None and now >= self._last_activity + self._grace
+                and (self._counts[WAITING] or self._blocked)):
             self._check_deadlock(now, out)
         return out
 
+    @property
+    def _grace(self) -> float | None:
+        return self.config.deadlock_grace_s
+
     def _apply(self, events: list[object], now: float, out: list[Instruction]) -> None:
-        records = self._records
-        counts = self._counts
-        pools = self._pools
-        register: list[tuple[str, tuple[ComputationSpec, ...], str | None]] = []  # after every object is there
+        registrations: list[tuple[str, tuple[ComputationSpec, ...], str | None, tuple | None]] = []
         for ev in events:
             kind = type(ev)
             if kind is ComputationSucceeded:
-                rec = records.get(ev[0])
-                if rec is None or rec.state is not RUNNING or rec.attempts != ev[1]:
-                    continue  # a late or repeated report of an attempt that no longer counts
-                spec = rec.spec
-                self._make_available(spec.output, now, out)
-                if rec.blocked_on or rec.alternative or spec.resources:
-                    self._release(rec)
-                else:
-                    pools[rec.pool].running -= 1  # _release, inline for the plain case
-                counts[RUNNING] -= 1  # _set_state(rec, DONE), inline
-                counts[DONE] += 1
-                rec.state = DONE
-                rec.finished_at = now
-                rec.produced_by = spec.computation if not rec.alternative else rec.label
-                out.append(_new(Settle, (spec.computation, DONE, "")))
-                if rec.subscribers:
-                    self._announce(rec, out)
-                if ev.specs:
-                    register.append((spec.output, ev.specs, ev.subscriber))
+                self._on_success(ev, now, out, registrations)  # type: ignore[arg-type]
             elif kind is ObjectAvailable:
-                self._make_available(ev[0], now, out)
-                if ev.gcl_error:
-                    self._reject(ev.key, None, ev.gcl_error, now, out)
-                if ev.specs:
-                    register.append((ev.key, ev.specs, None))
-            elif kind is SpecsSubmitted:
-                register.append((ev.source, ev.specs, ev.subscriber))
+                self._on_object(ev, now, out, registrations)  # type: ignore[arg-type]
             elif kind is ComputationFailed:
-                if self._is_current(ev.computation, ev.attempt):
-                    rec = records[ev.computation]
-                    if ev.worker_lost:
-                        rec.lost_attempts += 1
-                    self._failed_attempt(rec, ev.error, ev.permanent, now, out, release=True)
+                self._on_failure(ev, now, out)  # type: ignore[arg-type]
+            elif kind is SpecsSubmitted:
+                registrations.append((ev.source, ev.specs, ev.subscriber, ev.request))  # type: ignore[attr-defined]
             elif kind is ComputationBlocked:
-                if self._is_current(ev.computation, ev.attempt):
-                    self._block(records[ev.computation], ev.keys, out)
+                self._on_blocked(ev, now, out)  # type: ignore[arg-type]
             elif kind is ComputationResumed:
-                rec = records.get(ev.computation)
-                if rec is not None and self._is_current(ev.computation, ev.attempt) and rec.blocked_on:
-                    rec.blocked_on = ()
-                    pools[rec.pool].running += 1  # may exceed the slots until someone finishes
+                rec = self._records.get(ev.computation)  # type: ignore[attr-defined]
+                if rec is not None and rec.running_attempt == ev.attempt and rec.blocked_on:  # type: ignore[attr-defined]
+                    self._unblock(rec)
             else:
                 raise TypeError(f"the scheduler does not handle {type(ev).__name__}")
-        for source, specs, subscriber in register:
+        for source, specs, subscriber, request in registrations:
+            if request is None:
+                for spec in specs:
+                    self._register(source, spec, now, out, subscriber)
+                continue
+            accepted, rejected = [], []
             for spec in specs:
-                self._register(source, spec, now, out, subscriber)
+                reason = self._register(source, spec, now, out, subscriber)
+                if reason is None:
+                    accepted.append((spec.computation, self._records[spec.computation].state.value))
+                else:
+                    rejected.append((spec.computation, reason))
+            name, attempt, request_id = request
+            out.append(Reply(name, attempt, SubmitAnswer(request_id, tuple(accepted), tuple(rejected))))
+
+    # --- events ------------------------------------------------------------------------------------------------
+
+    def _on_object(self, ev: ObjectAvailable, now: float, out: list[Instruction], registrations: list) -> None:
+        key = ev.key
+        if key in self._versions:
+            if ev.specs is not None and key in self._gcl_unread:
+                self._gcl_unread.discard(key)  # the GCL that was not read when the object appeared
+            elif ev.etag is None or ev.etag == self._versions[key]:
+                return  # a duplicate notification: this version is known
+            if ev.etag is not None:
+                self._versions[key] = ev.etag
+        else:
+            self._versions[key] = ev.etag
+            self._make_available(key, now, out)
+            if ev.specs is None:
+                self._gcl_unread.add(key)
+                rec = self._producer.get(key)
+                if rec is None or rec.running_attempt is None:
+                    out.append(ReadGcl(key))  # no report will carry it
+        if ev.gcl_error:
+            self._reject(key, None, ev.gcl_error, now, out)
+        if ev.specs:
+            registrations.append((key, ev.specs, None, None))
+
+    def _on_success(self, ev: ComputationSucceeded, now: float, out: list[Instruction], registrations: list) -> None:
+        rec = self._records.get(ev.computation)
+        if rec is None or not 0 < ev.attempt <= rec.attempts:
+            return  # not an attempt this core dispatched
+        if rec.running_attempt == ev.attempt:
+            self._end_attempt(rec)
+        elif rec.running_attempt is not None:
+            # An earlier attempt committed (it reports late, after a time-out): the attempt running now can only
+            # find the output taken.
+            out.append(Cancel(rec.name, rec.running_attempt, f"attempt {ev.attempt} committed the output"))
+            self._end_attempt(rec)
+        output = rec.spec.output
+        new_output = output not in self._versions
+        if new_output:
+            self._versions[output] = ev.output_etag
+        if rec.state is not DONE:  # from any state: the commit is the fact
+            self._settle(rec, now, out, committed_by=ev.attempt)
+        if new_output:
+            self._make_available(output, now, out)
+        elif ev.specs is None:
+            return  # it found the output already there, and that object's own notification says what follows
+        self._gcl_unread.discard(output)
+        if ev.gcl_error:
+            self._reject(output, None, ev.gcl_error, now, out)
+        if ev.specs:
+            registrations.append((output, ev.specs, ev.subscriber, None))
+
+    def _on_failure(self, ev: ComputationFailed, now: float, out: list[Instruction]) -> None:
+        rec = self._records.get(ev.computation)
+        if rec is None or rec.running_attempt != ev.attempt:
+            return  # a late or repeated report of an attempt that no longer counts
+        self._end_attempt(rec)
+        if rec.spec.output in self._versions:  # its output appeared while it ran: that settles it
+            self._settle(rec, now, out, why=f"its output appeared while attempt {ev.attempt} ran, which then "
+                                            f"failed ({ev.error[:200]}); not retried")
+            return
+        if ev.worker_lost:
+            rec.lost_attempts += 1
+        self._failed_attempt(rec, ev.error, ev.permanent, now, out)
+
+    def _on_blocked(self, ev: ComputationBlocked, now: float, out: list[Instruction]) -> None:
+        rec = self._records.get(ev.computation)
+        if rec is None or rec.running_attempt != ev.attempt or rec.blocked_on:
+            return
+        failures = self._key_failures(ev.keys)
+        pending = {k for k in ev.keys if k not in self._versions}
+        if failures or not pending:
+            out.append(Reply(rec.name, ev.attempt, WaitOver(ev.wait_id, failures)))
+            return
+        rec.blocked_on = pending
+        rec.wait_id = ev.wait_id
+        rec.blocked_at = now
+        self._blocked[rec.name] = rec
+        for key in sorted(pending):
+            self._blocked_waiters.setdefault(key, {})[rec] = None
+            producer = self._producer.get(key)
+            if producer is not None:
+                self._mark_awaited(producer)
+        self._pools[rec.pool].lent_out += 1  # its slot goes to the work it waits for; its resources stay held
+
+    def _key_failures(self, keys: Iterable[str]) -> tuple[KeyOutcome, ...]:
+        """Keys that will never come: their producer failed or was upstream-failed."""
+        failures = []
+        for key in keys:
+            if key in self._versions:
+                continue
+            producer = self._producer.get(key)
+            if producer is not None and producer.state in (FAILED, UPSTREAM_FAILED):
+                failures.append(KeyOutcome(key, producer.name, producer.state.value, producer.last_error))
+        return tuple(failures)
+
+    def _mark_awaited(self, rec: ComputationRecord) -> None:
+        """A waiting handler needs `rec`'s output, so `rec` and everything it waits for may use lent slots."""
+        stack = [rec]
+        while stack:
+            rec = stack.pop()
+            if rec.awaited:
+                continue
+            rec.awaited = True
+            if rec.state is READY:
+                self._pools[rec.pool].awaited.append(rec)
+            elif rec.state is RUNNING and not rec.lent:
+                self._pools[rec.pool].expedite.append(rec)  # dispatched ahead, perhaps still in a queue
+            elif rec.state is WAITING:
+                stack.extend(p for k in rec.missing if (p := self._producer.get(k)) is not None)
+
+    def _unblock(self, rec: ComputationRecord) -> None:
+        """The attempt stops waiting and takes its slot back."""
+        _unindex(self._blocked_waiters, rec.blocked_on, rec)
+        rec.blocked_on = set()
+        del self._blocked[rec.name]
+        self._pools[rec.pool].lent_out -= 1
+
+    def _wake(self, rec: ComputationRecord, out: list[Instruction], failures: tuple[KeyOutcome, ...] = (),
+              deadlock: str | None = None) -> None:
+        out.append(Reply(rec.name, rec.running_attempt or rec.attempts, WaitOver(rec.wait_id, failures, deadlock)))
+        self._unblock(rec)
+
+    # --- the one door for state changes ------------------------------------------------------------------------
+
+    def _transition(self, rec: ComputationRecord, new: State, now: float, out: list[Instruction],
+                    detail: str = "") -> None:
+        old = rec.state
+        if (old, new) not in TRANSITIONS:
+            raise InvariantError(f"computation {rec.name!r} cannot go from {old} to {new}")
+        if old is WAITING:
+            self._unwait(rec)
+        elif old is RETRYING:
+            rec.retry_at = None  # its timer is void now (timers are checked when they fire)
+        if old is not NEW:
+            self._counts[old] -= 1
+        self._counts[new] += 1
+        rec.state = new
+        if new is READY:
+            self._enter_ready(rec, now)
+        elif new is DONE:
+            self._enter_done(rec, now, out, detail)
+        elif new is FAILED or new is UPSTREAM_FAILED:
+            self._enter_failed(rec, now, out, detail)
+        elif new is WAITING:
+            waiters = self._waiters
+            for key in rec.missing:
+                waiting = waiters.get(key)
+                if waiting is None:
+                    waiters[key] = {rec: None}
+                else:
+                    waiting[rec] = None
+
+    def _enter_ready(self, rec: ComputationRecord, now: float) -> None:
+        rec.ready_at = now
+        rec.stalled = False
+        # Ageing: effective priority p + rate * (t - ready_at) orders like p - rate * ready_at at any time t,
+        # so a static key ages every entry without touching it. The heap is a min-heap: the key is negated.
+        key = self.config.ageing_per_s * now - rec.current.priority
+        pool = self._pools[rec.pool]
+        fifo = pool.queued.get(key)
+        if fifo is None:
+            pool.queued[key] = fifo = deque()
+            heapq.heappush(pool.ready, key)
+        fifo.append(rec)
+        if rec.awaited:
+            pool.awaited.append(rec)
+
+    def _enter_done(self, rec: ComputationRecord, now: float, out: list[Instruction], detail: str) -> None:
+        rec.finished_at = now
+        rec.last_error = None  # the errors of earlier attempts stay in rec.errors
+        if detail:
+            rec.note = detail
+        out.append(Settle(rec.name, DONE, detail))
+        self._announce(rec, out)
+
+    def _enter_failed(self, rec: ComputationRecord, now: float, out: list[Instruction], error: str) -> None:
+        """A failed or upstream-failed computation's output will not come: its dependents and the handlers
+        waiting for it hear so. The wave through its dependents runs in a loop, not by recursion (a chain can
+        be a hundred thousand long)."""
+        rec.finished_at = now
+        rec.last_error = error
+        out.append(Settle(rec.name, rec.state, error))  # type: ignore[arg-type]
+        self._announce(rec, out)
+        key = rec.spec.output
+        if rec.state is FAILED:
+            self._failed_keys[key] = rec.name
+        else:
+            self._failed_keys[key] = next(self._failed_keys[k] for k in rec.spec.inputs
+                                          if k in self._failed_keys and k not in self._versions)
+        blocked = self._blocked_waiters.get(key)
+        if blocked:
+            outcome = KeyOutcome(key, rec.name, rec.state.value, error)  # type: ignore[union-attr]
+            for attempt in list(blocked):
+                self._wake(attempt, out, (outcome,))
+        self._failing.append(rec)
+        if len(self._failing) == 1:  # not inside the loop below already
+            self._fail_downstream(now, out)
+
+    # --- registration ------------------------------------------------------------------------------------------
+
+    def _register(self, source: str, spec: ComputationSpec, now: float, out: list[Instruction],
+                  subscriber: str | None) -> str | None:
+        """Add `spec` to the graph; the reason it was refused, or None (also for the same spec again)."""
+        name = spec.computation
+        existing = self._records.get(name)
+        if existing is not None:
+            if existing.spec == spec:
+                return None  # the same spec again: a duplicate event or a re-emission
+            return self._reject(source, name, f"computation {name!r} is already declared differently "
+                                              f"(by {existing.source!r}); names must be unique", now, out)
+        other = self._producer.get(spec.output)
+        if other is not None:
+            return self._reject(source, name, f"output {spec.output!r} is already produced by computation "
+                                              f"{other.name!r}", now, out)
+        if spec.output in self._consumers:  # only then can this spec close a cycle
+            cycle = self._find_cycle(spec)
+            if cycle is not None:
+                return self._reject(source, name, str(CycleError(name, cycle)), now, out)
+        subscribers = tuple(dict.fromkeys(spec.notify + (subscriber,))) if subscriber else spec.notify
+        rec = ComputationRecord(spec, source, now, subscribers)
+        self._records[name] = rec
+        self._producer[spec.output] = rec
+        for key in spec.inputs:
+            self._consumers.setdefault(key, []).append(rec)
+        if spec.output in self._versions:
+            self._transition(rec, DONE, now, out, f"output {spec.output!r} already present; not run")
+            return None
+        upstream = self._failed_input(rec)
+        if upstream is not None:
+            self._transition(rec, UPSTREAM_FAILED, now, out, upstream)
+            return None
+        problem = self._choose_variant(rec)
+        if problem is not None:
+            self._transition(rec, FAILED, now, out, problem)
+            return None
+        if rec.alternative:
+            rec.note = f"alternative {rec.alternative} ({rec.label}): no pool can run the ones before"
+        rec.missing = {k for k in spec.inputs if k not in self._versions}
+        self._transition(rec, WAITING if rec.missing else READY, now, out)
+        if self._blocked and (spec.output in self._blocked_waiters or any(
+                c.awaited and c.state is WAITING for c in self._consumers.get(spec.output, ()))):
+            self._mark_awaited(rec)  # a waiting handler needs it, directly or through what it feeds
+        return None
+
+    def _failed_input(self, rec: ComputationRecord) -> str | None:
+        """Why `rec` can never run because an input of it will not be produced, or None."""
+        if not self._failed_keys:
+            return None
+        for key in rec.spec.inputs:
+            if key in self._failed_keys and key not in self._versions:
+                return (f"upstream computation {self._failed_keys[key]!r} failed, so {key!r} will not be "
+                        "produced")
+        return None
+
+    def _reject(self, source: str, computation: str | None, reason: str, now: float,
+                out: list[Instruction]) -> str:
+        ident = (source, computation, reason)
+        if ident not in self._rejection_seen:
+            self._rejection_seen.add(ident)
+            self._rejections.append(Rejection(source, computation, reason, now))
+            out.append(Reject(source, computation, reason))
+        return reason
+
+    def _route(self, rec: ComputationRecord) -> str | None:
+        """Assign the pool for the current variant; the reason when no pool could ever run it."""
+        spec = rec.current
+        name = self._affinity.get(spec.handler_type, self._general)
+        if name is None:
+            return (f"handler type {spec.handler_type!r} has no pool and there is no general pool "
+                    f"(pools: {', '.join(self._pools)})")
+        pool = self._pools[name].spec
+        short = {r: a for r, a in (spec.resources or {}).items() if a > pool.capacity.get(r, 0.0)}
+        if short:
+            asked = ", ".join(f"{r}={a:g}" for r, a in sorted((spec.resources or {}).items()))
+            has = ", ".join(f"{r}={a:g}" for r, a in sorted(pool.capacity.items())) or "nothing declared"
+            return (f"computation {rec.label!r} asks for {asked}, more than pool {name!r} will ever have "
+                    f"({has}); declare capacity with --resources or --pool")
+        rec.pool = name
+        return None
+
+    def _choose_variant(self, rec: ComputationRecord) -> str | None:
+        """From the current variant on, the first one some pool can run is chosen; else the last reason why not."""
+        while True:
+            problem = self._route(rec)
+            if problem is None:
+                return None
+            rec.errors += (problem,)
+            if rec.alternative >= len(rec.spec.alternatives):
+                return problem
+            self._set_variant(rec, rec.alternative + 1)
+
+    def _set_variant(self, rec: ComputationRecord, alternative: int) -> None:
+        rec.alternative = alternative
+        rec.current = variant(rec.spec, alternative)
+        rec.variant_attempts = 0
+
+    def _find_cycle(self, spec: ComputationSpec) -> tuple[str, ...] | None:
+        """The cycle `spec` would close, as key -> [computation] -> key ..., or None.
+
+        A cycle needs a path from spec's output, through registered consumers, to one of its inputs. The
+        common cases (nobody reads the output yet; nobody produces the inputs) are answered without a walk.
+        """
+        inputs = set(spec.inputs)
+        if not self._consumers.get(spec.output) or not any(k in self._producer for k in inputs):
+            return None
+        parent: dict[str, tuple[str, str] | None] = {spec.output: None}
+        frontier = deque([spec.output])
+        while frontier:
+            key = frontier.popleft()
+            for reader in sorted(self._consumers.get(key, ()), key=lambda r: r.name):
+                nxt = reader.spec.output
+                if nxt in parent:
+                    continue
+                parent[nxt] = (reader.name, key)
+                if nxt in inputs:
+                    path = [nxt]
+                    cur = nxt
+                    while parent[cur] is not None:
+                        via, prev = parent[cur]  # type: ignore[misc]
+                        path += [f"[{via}]", prev]
+                        cur = prev
+                    path.reverse()
+                    return tuple(path + [f"[{spec.computation}]", spec.output])
+                frontier.append(nxt)
+        return None
+
+    # --- keys becoming available, and what follows ---------------------------------------------------------------
+
+    def _make_available(self, key: str, now: float, out: list[Instruction]) -> None:
+        """`key` exists now (its version is already recorded): its producer is done, whatever it was doing, and
+        whoever waited for it moves on. A producer whose attempt is running settles when that attempt reports
+        (it is usually the writer, its report on the way), or after the commit grace at the latest."""
+        self._failed_keys.pop(key, None)
+        rec = self._producer.get(key)
+        if rec is not None and rec.state is RUNNING:
+            self._timer(now + self.config.commit_grace_s, "commit-grace", rec)
+        elif rec is not None and rec.state is not DONE and rec.state is not NEW:
+            self._settle(rec, now, out)
+        waiting = self._waiters.pop(key, None)
+        if waiting:
+            for consumer in waiting:
+                consumer.missing.discard(key)
+                if not consumer.missing:
+                    self._transition(consumer, READY, now, out)
+        blocked = self._blocked_waiters.pop(key, None)
+        if blocked:
+            for attempt in blocked:
+                attempt.blocked_on.discard(key)
+                if not attempt.blocked_on:
+                    self._wake(attempt, out)
+
+    def _settle(self, rec: ComputationRecord, now: float, out: list[Instruction], committed_by: int | None = None,
+                why: str = "") -> None:
+        """`rec`'s output exists: it is done, whatever state it was in (`committed_by`: the attempt that reported
+        the commit). Failed ones bring back what was upstream-failed because of them."""
+        state = rec.state
+        if committed_by is not None:
+            rec.produced_by = rec.label  # the variant of the attempt reported, which may be an earlier one
+            detail = "" if committed_by == rec.attempts else f"attempt {committed_by} committed its output"
+        elif why:
+            detail = why
+        elif state in (FAILED, UPSTREAM_FAILED):
+            detail = f"its output appeared after it had {state.value.replace('-', ' ')}; its dependents go on"
+        elif rec.attempts:
+            detail = f"its output appeared after attempt {rec.attempts}; not run again"
+        else:
+            detail = f"output {rec.spec.output!r} already present; not run"
+        self._transition(rec, DONE, now, out, detail)
+        if state is UPSTREAM_FAILED or state is FAILED:
+            self._failed_keys.pop(rec.spec.output, None)
+            self._revive_downstream(rec, now, out)
+        if rec.spec.output in self._gcl_unread and committed_by is None:
+            out.append(ReadGcl(rec.spec.output))  # no report carried its GCL
+
+    def _revive_downstream(self, rec: ComputationRecord, now: float, out: list[Instruction]) -> None:
+        """A failed computation's output appeared after all: what was upstream-failed because of it, and has no
+        other failed input, waits or runs again, and so on down."""
+        queue = deque([rec.spec.output])
+        while queue:
+            key = queue.popleft()
+            for consumer in self._consumers.get(key, ()):
+                if consumer.state is not UPSTREAM_FAILED:
+                    continue
+                still = self._failed_input(consumer)
+                if still is not None:
+                    consumer.last_error = still  # blamed on another failed input now
+                    continue
+                del self._failed_keys[consumer.spec.output]
+                consumer.finished_at = None
+                if consumer.spec.output in self._versions:
+                    self._transition(consumer, DONE, now, out, "its output is present")
+                    continue
+                consumer.last_error = None
+                consumer.missing = {k for k in consumer.spec.inputs if k not in self._versions}
+                self._transition(consumer, WAITING if consumer.missing else READY, now, out)
+                queue.append(consumer.spec.output)
+
+    def _fail_downstream(self, now: float, out: list[Instruction]) -> None:
+        """Everything that needs a failed output, directly or through others, is upstream-failed, naming the
+        computation to blame (each transition queues its own record here)."""
+        failing = self._failing
+        while failing:
+            rec = failing[0]
+            key = rec.spec.output
+            waiting = self._waiters.get(key)
+            for consumer in list(waiting) if waiting else ():
+                if consumer.state is WAITING:
+                    self._transition(consumer, UPSTREAM_FAILED, now, out, f"upstream computation "
+                                     f"{self._failed_keys[key]!r} failed, so {key!r} will not be produced")
+            failing.popleft()
+
+    def _unwait(self, rec: ComputationRecord) -> None:
+        _unindex(self._waiters, rec.missing, rec)
+        rec.missing = set()
+
+    def _announce(self, rec: ComputationRecord, out: list[Instruction]) -> None:
+        for handler_type in rec.subscribers:
+            out.append(Notify(handler_type, Completion(rec.name, rec.state, rec.spec.output, rec.attempts,
+                                                       rec.last_error if rec.state is not DONE else None,
+                                                       rec.produced_by)))
+
+    # --- attempts: their slots, failures, retries ----------------------------------------------------------------
+
+    def _end_attempt(self, rec: ComputationRecord) -> None:
+        """The running attempt is over (reported, or cancelled): its slot and resources go back."""
+        if rec.blocked_on:
+            self._unblock(rec)
+        pool = self._pools[rec.pool]
+        if rec.lent:
+            pool.on_lent -= 1
+            rec.lent = False
+        else:
+            pool.running -= 1
+        for name, amount in (rec.current.resources or {}).items():
+            pool.used[name] = pool.used.get(name, 0.0) - amount
+        rec.running_attempt = None
+        self._outstanding -= 1
+
+    def _failed_attempt(self, rec: ComputationRecord, error: str, permanent: bool, now: float,
+                        out: list[Instruction]) -> None:
+        """One attempt failed (its slot is back already): retry after a delay, else the next alternative, else
+        fail for good."""
+        attempt = rec.attempts
+        rec.last_error = error
+        rec.errors += (f"attempt {attempt} ({rec.label}): {error}",)
+        policy = self._retry_policy(rec.spec)
+        granted = policy.max_attempts + min(rec.lost_attempts, self.config.lost_worker_retries)
+        if not permanent and rec.variant_attempts < granted:
+            delay = policy.delay(rec.variant_attempts, self._rng)
+            out.append(AttemptFailed(rec.name, attempt, error, f"attempt {attempt + 1} in {delay:.3g}s", delay))
+            rec.retry_at = now + delay
+            self._transition(rec, RETRYING, now, out)
+            self._timer(rec.retry_at, "retry", rec)
+            return
+        if rec.alternative < len(rec.spec.alternatives):
+            self._set_variant(rec, rec.alternative + 1)
+            problem = self._choose_variant(rec)
+            if problem is None:
+                out.append(AttemptFailed(rec.name, attempt, error, f"alternative {rec.label!r} next"))
+                rec.note = f"alternative {rec.alternative} ({rec.label}) after the previous variant failed"
+                self._transition(rec, READY, now, out)
+                return
+            error = f"{error}; no alternative left that a pool can run ({problem})"
+        why = "permanent error" if permanent else f"no attempts left ({rec.variant_attempts} made)"
+        out.append(AttemptFailed(rec.name, attempt, error, why))
+        self._transition(rec, FAILED, now, out, error)
+
+    def _retry_policy(self, spec: ComputationSpec) -> RetryPolicy:
+        return RetryPolicy.from_spec(spec.retry) if spec.retry is not None else self.config.default_retry
+
+    # --- time: retries, time-outs, deadlocks -------------------------------------------------------------------
+
+    def _timer(self, due: float, kind: str, rec: ComputationRecord) -> None:
+        self._seq += 1
+        attempt = rec.running_attempt if kind != "retry" else rec.attempts
+        heapq.heappush(self._timers, (due, self._seq, kind, rec.name, attempt or 0))
+
+    def _timer_valid(self, timer: tuple[float, int, str, str, int]) -> bool:
+        _, _, kind, name, attempt = timer
+        rec = self._records[name]
+        if kind == "retry":
+            return rec.state is RETRYING and rec.attempts == attempt
+        return rec.state is RUNNING and rec.running_attempt == attempt  # a time-out, or the commit grace
+
+    def _fire_timers(self, now: float, out: list[Instruction]) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)
+            if not self._timer_valid(timer):
+                continue
+            _, _, kind, name, attempt = timer
+            rec = self._records[name]
+            if kind == "retry":
+                self._transition(rec, READY, now, out)
+            elif kind == "timeout" and rec.spec.output not in self._versions:  # the attempt failed
+                limit = rec.current.timeout_s
+                out.append(Cancel(name, attempt, f"timed out after {limit:g}s"))
+                self._end_attempt(rec)
+                self._failed_attempt(rec, f"timed out after {limit:g}s", False, now, out)
+            else:  # its output appeared, and the attempt has not reported since (or ran out of time)
+                why = f"its output appeared while attempt {attempt} ran, which did not report; it was cancelled"
+                out.append(Cancel(name, attempt, "its output is there already"))
+                self._end_attempt(rec)
+                self._settle(rec, now, out, why=why)
+
+    def _progress_possible(self) -> bool:
+        """Something runs (and is not waiting) or is due for a retry: time alone may move the graph."""
+        return self._outstanding > len(self._blocked) or self._counts[RETRYING] > 0
+
+    def _check_deadlock(self, now: float, out: list[Instruction]) -> None:
+        """With nothing running and nothing arriving for the grace period, work waiting for inputs that no
+        registered computation produces can only go on if someone uploads them. In a batch run it fails (and
+        its dependents are upstream-failed); in a service it is reported as stalled and keeps waiting. A handler
+        waiting for such a key is told (batch) or reported (service) likewise."""
+        grace = self._grace
+        if grace is None or self._progress_possible() or now < self._last_activity + grace:
+            return
+        self._last_activity = now  # one check per quiet grace period
+        stuck = []
+        for rec in self.waiting():
+            orphans = sorted(k for k in rec.missing if k not in self._producer)
+            if orphans and not rec.stalled:
+                stuck.append((rec, orphans))
+        blocked = []
+        for rec in sorted(self._blocked.values(), key=lambda r: r.name):
+            orphans = sorted(k for k in rec.blocked_on if k not in self._producer)
+            if orphans and not rec.stalled:
+                blocked.append((rec, orphans))
+        if not stuck and not blocked:
+            return
+        what = "; ".join(f"{rec.name!r} waits for {_keys(keys)}" for rec, keys in (stuck + blocked)[:20])
+        more = f" (and {len(stuck) + len(blocked) - 20} more)" if len(stuck) + len(blocked) > 20 else ""
+        names = tuple(rec.name for rec, _ in stuck + blocked)
+        if self.config.missing_inputs == "wait":
+            for rec, keys in stuck + blocked:
+                rec.stalled = True
+                rec.note = f"stalled: waits for {_keys(keys)}, which no registered computation produces"
+            out.append(Stalled(names, f"nothing ran or arrived for {grace:g}s and no registered computation "
+                                      f"produces what these wait for: {what}{more}; they run once it arrives"))
+            return
+        deadlock = Deadlock("missing-inputs", names, f"nothing ran or arrived for {grace:g}s and no registered "
+                                                     f"computation produces what these wait for: {what}{more}")
+        self._deadlocks.append(deadlock)
+        out.append(deadlock)
+        for rec, keys in stuck:
+            if rec.state is WAITING:  # not upstream-failed by an earlier one in this loop
+                self._transition(rec, FAILED, now, out, f"deadlock: no computation produces {_keys(keys)} and "
+                                                        f"nothing arrived for {grace:g}s")
+        for rec, keys in blocked:
+            if rec.blocked_on:
+                self._wake(rec, out, deadlock=f"no computation produces {_keys(keys)} and nothing arrived for "
+                                              f"{grace:g}s")
+
+    # --- dispatch ----------------------------------------------------------------------------------------------
+
+    def _dispatch(self, now: float, out: list[Instruction]) -> None:
+        if self._paused:
+            return
+        for pool in self._pools.values():
+            if pool.awaited or pool.expedite:
+                self._dispatch_awaited(pool, now, out)
+            if pool.ready and pool.running < pool.limit:
+                self._dispatch_ready(pool, now, out)
+
+    def _dispatch_awaited(self, pool: _Pool, now: float, out: list[Instruction]) -> None:
+        """Work a waiting handler needs runs on the slot that handler lent: one lent slot, one attempt. Work
+        dispatched ahead of time (it may still wait in the executor's queue, behind the waiting handler) moves
+        onto a lent slot first."""
+        expedite = pool.expedite
+        while expedite and pool.on_lent < pool.lent_out:
+            rec = expedite.popleft()
+            if rec.state is RUNNING and not rec.lent and not rec.blocked_on:
+                pool.running -= 1
+                pool.on_lent += 1
+                rec.lent = True
+                out.append(Expedite(rec.name, rec.attempts))
+        awaited = pool.awaited
+        while awaited and awaited[0].state is not READY:
+            awaited.popleft()  # it started through the ready queue, or its output appeared
+        while awaited and pool.on_lent < pool.lent_out:
+            rec = awaited[0]
+            if rec.state is not READY:
+                awaited.popleft()
+                continue
+            if not self._fits(pool, rec):
+                self._resolve_held_resources(pool, rec, now, out)
+                return
+            awaited.popleft()
+            self._start(pool, rec, now, out, lent=True)
+
+    def _dispatch_ready(self, pool: _Pool, now: float, out: list[Instruction]) -> None:
+        ready, queued, slots = pool.ready, pool.queued, pool.spec.slots
+        while ready and pool.running < pool.limit:
+            fifo = queued[ready[0]]
+            rec = fifo[0]
+            if rec.state is not READY:  # left READY while queued (its output appeared; it ran on a lent slot)
+                fifo.popleft()
+            else:
+                if rec.current.timeout_s is not None and pool.running >= slots:
+                    return  # would wait in the executor's queue while its clock runs
+                if not self._fits(pool, rec):
+                    return  # strict priority: the head waits for capacity rather than being overtaken
+                fifo.popleft()
+                self._start(pool, rec, now, out, lent=False)
+            if not fifo:
+                del queued[heapq.heappop(ready)]
+
+    def _fits(self, pool: _Pool, rec: ComputationRecord) -> bool:
+        demand = rec.current.resources
+        if not demand:
+            return True
+        used, capacity = pool.used, pool.spec.capacity
+        return all(used.get(r, 0.0) + a <= capacity.get(r, 0.0) for r, a in demand.items())
+
+    def _start(self, pool: _Pool, rec: ComputationRecord, now: float, out: list[Instruction], lent: bool) -> None:
+        spec = rec.current
+        for r, a in (spec.resources or {}).items():
+            pool.used[r] = pool.used.get(r, 0.0) + a
+        if lent:
+            pool.on_lent += 1
+        else:
+            pool.running += 1
+        rec.lent = lent
+        rec.attempts += 1
+        rec.variant_attempts += 1
+        rec.running_attempt = rec.attempts
+        rec.started_at = now
+        self._outstanding += 1
+        self._transition(rec, RUNNING, now, out)
+        if spec.timeout_s is not None:
+            self._timer(now + spec.timeout_s, "timeout", rec)
+        out.append(Dispatch(spec, rec.attempts, pool.spec.name, lent))
+
+    def _resolve_held_resources(self, pool: _Pool, rec: ComputationRecord, now: float,
+                                out: list[Instruction]) -> None:
+        """`rec`, which a waiting handler needs, does not fit beside what blocked handlers hold. If it could not
+        fit even once every running attempt that is not waiting has finished, only a blocked handler giving up
+        can make room: the most recent such wait is ended, with the reason."""
+        demand = rec.current.resources or {}
+        held = {r: 0.0 for r in demand}
+        holders = []
+        for blocked in self._blocked.values():
+            if blocked.pool != pool.spec.name:
+                continue
+            mine = blocked.current.resources or {}
+            if any(mine.get(r) for r in demand):
+                holders.append(blocked)
+            for r in demand:
+                held[r] += mine.get(r, 0.0)
+        capacity = pool.spec.capacity
+        short = [r for r, a in demand.items() if a > capacity.get(r, 0.0) - held[r]]
+        if not short or not holders:
+            return  # room will come when running work finishes
+        victim = max(holders, key=lambda r: (r.blocked_at, r.name))
+        asked = ", ".join(f"{r}={demand[r]:g}" for r in short)
+        explanation = (f"{victim.name!r} waits for {_keys(sorted(victim.blocked_on))} while holding resources that "
+                       f"{rec.name!r} needs ({asked}; pool {pool.spec.name!r} has "
+                       f"{', '.join(f'{r}={capacity.get(r, 0.0):g}' for r in short)}); its wait is ended")
+        deadlock = Deadlock("held-resources", (victim.name, rec.name), explanation)
+        self._deadlocks.append(deadlock)
+        out.append(deadlock)
+        self._wake(victim, out, deadlock=explanation)
 
     # --- queries (cheap; none scans the graph unless its name says so) ------------------------------------------
 
@@ -303,7 +961,20 @@ class Scheduler:
         return len(self._records)
 
     def is_available(self, key: str) -> bool:
-        return key in self._available
+        return key in self._versions
+
+    def knows(self, key: str, etag: str | None) -> bool:
+        """Whether an ObjectAvailable for this version of `key` would change nothing (a duplicate notification):
+        the runtime asks before it reads an object's metadata."""
+        if key not in self._versions or key in self._gcl_unread:
+            return False
+        return etag is None or self._versions[key] == etag
+
+    def expects_report(self, key: str) -> bool:
+        """Whether an attempt producing `key` is running: its report will carry the GCL, so the object's
+        metadata need not be read when it appears."""
+        rec = self._producer.get(key)
+        return rec is not None and rec.state is RUNNING
 
     def producer_state(self, key: str) -> State | None:
         """State of the computation that produces `key`, if one is registered."""
@@ -311,456 +982,117 @@ class Scheduler:
         return rec.state if rec is not None else None
 
     def is_quiescent(self) -> bool:
-        """Nothing ready, running or due for a retry: only new events can make progress."""
-        return (self._counts[RUNNING] == 0 and self._counts[READY] == 0
-                and self._counts[RETRYING] == 0)
+        """Nothing ready, running or due for a retry, and no attempt still out: only new events can make
+        progress."""
+        return self._outstanding == 0 and self._counts[READY] == 0 and self._counts[RETRYING] == 0
 
     def next_wakeup(self) -> float | None:
         """When time alone will change something (a retry, a time-out, the deadlock grace), if ever."""
         while self._timers and not self._timer_valid(self._timers[0]):
             heapq.heappop(self._timers)
         due = self._timers[0][0] if self._timers else None
-        grace = self.config.deadlock_grace_s
-        if grace is not None and self._counts[WAITING] and self.is_quiescent():
+        grace = self._grace
+        if grace is not None and (self._counts[WAITING] or self._blocked) and not self._progress_possible():
             deadline = self._last_activity + grace
             due = deadline if due is None else min(due, deadline)
         return due
 
     def waiting(self) -> list[ComputationRecord]:
-        """Waiting computations with what each lacks (a full scan: for the end of a run)."""
+        """Waiting computations with what each lacks (a full scan: for the end of a run and the deadlock check)."""
         return [r for r in self._records.values() if r.state is WAITING]
 
-    # --- state changes -----------------------------------------------------------------------------------------
+    def stalled(self) -> list[ComputationRecord]:
+        """Computations reported as stalled (a full scan)."""
+        return [r for r in self._records.values() if r.stalled]
 
-    def _is_current(self, name: str, attempt: int) -> bool:
-        rec = self._records.get(name)
-        return rec is not None and rec.state is RUNNING and rec.attempts == attempt
+    # --- invariants --------------------------------------------------------------------------------------------
 
-    def _set_state(self, rec: ComputationRecord, state: State) -> None:
-        self._counts[rec.state] -= 1
-        self._counts[state] += 1
-        rec.state = state
+    def validate_state(self) -> None:
+        """Check that every table agrees with every record (a full scan: the tests call it after each step).
+        Raises InvariantError naming the first disagreement."""
+        def check(ok: bool, what: str) -> None:
+            if not ok:
+                raise InvariantError(what)
 
-    def _block(self, rec: ComputationRecord, keys: tuple[str, ...], out: list[Instruction]) -> None:
-        """A handler waiting for other work keeps its process but not its slot: had it held the last slot of
-        its pool, the work it waits for could never run there."""
-        if rec.blocked_on:
-            return
-        pool = self._pools[rec.pool]
-        was_full = pool.running >= pool.spec.slots
-        rec.blocked_on = tuple(keys)
-        pool.running -= 1
-        if was_full:
-            deadlock = Deadlock("blocked-worker", (rec.name,),
-                                f"{rec.name!r} waits for {', '.join(repr(k) for k in keys)} while holding the last "
-                                f"worker slot of pool {rec.pool!r}; its slot is lent to other work until it resumes")
-            self._deadlocks.append(deadlock)
-            out.append(deadlock)
-
-    def _release(self, rec: ComputationRecord) -> None:
-        pool = self._pools[rec.pool]
-        if rec.blocked_on:
-            rec.blocked_on = ()  # its slot was lent out already
-        else:
-            pool.running -= 1
-        resources = (rec.current if rec.alternative else rec.spec).resources
-        if resources:
-            for name, amount in resources.items():
-                pool.used[name] = pool.used.get(name, 0.0) - amount
-
-    def _announce(self, rec: ComputationRecord, out: list[Instruction]) -> None:
-        for handler_type in rec.subscribers:
-            out.append(Notify(handler_type, Completion(rec.name, rec.state, rec.spec.output, rec.attempts,
-                                                       rec.last_error if rec.state is not DONE else None,
-                                                       rec.produced_by)))
-
-    def _failed_attempt(self, rec: ComputationRecord, error: str, permanent: bool, now: float,
-                        out: list[Instruction], release: bool) -> None:
-        """One attempt failed: retry after a delay, else the next alternative, else fail for good."""
-        if release:
-            self._release(rec)
-        rec.last_error = error
-        rec.errors += (f"attempt {rec.attempts} ({rec.label}): {error}",)
-        policy = self._retry_policy(rec.spec)
-        granted = policy.max_attempts + min(rec.lost_attempts, self.config.lost_worker_retries)
-        if not permanent and rec.variant_attempts < granted:
-            delay = policy.delay(rec.variant_attempts, self._rng)
-            self._set_state(rec, RETRYING)
-            rec.retry_at = now + delay
-            self._timer(rec.retry_at, "retry", rec)
-            return
-        if rec.alternative < len(rec.spec.alternatives):
-            self._set_state(rec, WAITING)  # leaves WAITING at once: the inputs are there
-            self._next_alternative(rec, now, out, "after the previous variant failed")
-            return
-        self._fail(rec, now, out, error)
-
-    def _next_alternative(self, rec: ComputationRecord, now: float, out: list[Instruction], why: str) -> None:
-        """After the current variant failed (its inputs are all there): run the next placeable alternative."""
-        rec.alternative += 1
-        rec.variant_attempts = 0
-        problem = self._choose_variant(rec)
-        if problem is not None:
-            self._fail(rec, now, out, f"{rec.last_error}; no alternative left that a pool can run ({problem})")
-            return
-        rec.note = f"alternative {rec.alternative} ({rec.label}) {why}"
-        self._make_ready(rec, now)
-
-    def _choose_variant(self, rec: ComputationRecord) -> str | None:
-        """From the current variant on, the first one some pool can run is routed; else the last reason why not."""
-        while True:
-            problem = self._route(rec)
-            if problem is None:
-                return None
-            rec.errors += (problem,)
-            if rec.alternative >= len(rec.spec.alternatives):
-                return problem
-            rec.alternative += 1
-
-    def _fail(self, rec: ComputationRecord, now: float, out: list[Instruction], error: str) -> None:
-        self._set_state(rec, FAILED)
-        rec.finished_at = now
-        rec.last_error = error
-        out.append(Settle(rec.name, FAILED, error))
-        self._announce(rec, out)
-        self._fail_downstream(rec, now, out)
-
-    def _fail_downstream(self, failed: ComputationRecord, now: float, out: list[Instruction],
-                         culprit: str | None = None) -> None:
-        """Everything that needs the failed output, directly or through others, is upstream-failed, naming the
-        computation that failed (`culprit`, when `failed` is itself upstream-failed)."""
-        queue = deque([(failed.spec.output, culprit or failed.name)])
-        while queue:
-            key, culprit = queue.popleft()
-            self._failed_keys[key] = culprit
-            for rec in sorted(_each(self._waiters.pop(key, ())), key=_by_name):
-                if rec.state is not WAITING:
-                    continue
-                self._unwait(rec)
-                self._set_state(rec, UPSTREAM_FAILED)
-                rec.finished_at = now
-                rec.last_error = f"upstream computation {culprit!r} failed, so {key!r} will not be produced"
-                out.append(Settle(rec.name, UPSTREAM_FAILED, rec.last_error))
-                self._announce(rec, out)
-                queue.append((rec.spec.output, culprit))
-
-    def _unwait(self, rec: ComputationRecord) -> None:
-        for key in rec.missing:
-            waiting = self._waiters.get(key)
-            if waiting is rec:
-                del self._waiters[key]
-            elif waiting is not None and type(waiting) is set:
-                waiting.discard(rec)
-                if not waiting:
-                    del self._waiters[key]
-        rec.missing = _NOTHING_MISSING
-
-    def _make_available(self, key: str, now: float, out: list[Instruction]) -> None:
-        available = self._available
-        if key in available:
-            return
-        available.add(key)
-        if self._failed_keys:
-            self._failed_keys.pop(key, None)
-        rec = self._producer.get(key)
-        if rec is not None:
-            state = rec.state
-            if state is WAITING or state is READY or state is RETRYING:
-                # Someone else wrote the output: the computation is done without running (again).
-                self._settle_existing(rec, now, out)
-        waiting = self._waiters.pop(key, None)
-        if waiting is not None:
-            for rec in (waiting,) if type(waiting) is ComputationRecord else waiting:  # _each, inline
-                missing = rec.missing
-                missing.discard(key)
-                if not missing and rec.state is WAITING:
-                    self._make_ready(rec, now)
-
-    def _settle_existing(self, rec: ComputationRecord, now: float, out: list[Instruction]) -> None:
-        self._unwait(rec)
-        self._set_state(rec, DONE)
-        rec.note = "output already present"
-        rec.finished_at = now
-        out.append(Settle(rec.name, DONE, f"output {rec.spec.output!r} already present; not run"))
-        self._announce(rec, out)
-
-    def _make_ready(self, rec: ComputationRecord, now: float) -> None:
-        counts = self._counts  # _set_state, inline: this runs once per computation
-        counts[rec.state] -= 1
-        counts[READY] += 1
-        rec.state = READY
-        rec.ready_at = now
-        spec = rec.current if rec.alternative else rec.spec
-        # Ageing: effective priority p + rate * (t - ready_at) orders like p - rate * ready_at at any time t,
-        # so a static key ages every entry without touching it. The heap is a min-heap: the key is negated.
-        key = self._ageing * now - spec.priority
-        pool = self._pools[rec.pool]
-        fifo = pool.queued.get(key)
-        if fifo is None:
-            pool.queued[key] = fifo = deque()
-            heappush(pool.ready, key)
-        fifo.append(rec)
-
-    def _reject(self, source: str, computation: str | None, reason: str, now: float,
-                out: list[Instruction]) -> None:
-        ident = (source, computation, reason)
-        if ident in self._rejection_seen:
-            return
-        self._rejection_seen.add(ident)
-        self._rejections.append(Rejection(source, computation, reason, now))
-        out.append(Reject(source, computation, reason))
-
-    # --- registration ------------------------------------------------------------------------------------------
-
-    def _register(self, source: str, spec: ComputationSpec, now: float, out: list[Instruction],
-                  subscriber: str | None) -> None:
-        name = spec.computation
-        records = self._records
-        existing = records.get(name)
-        if existing is not None:
-            if existing.spec != spec:
-                self._reject(source, name,
-                             f"computation {name!r} is already declared differently "
-                             f"(by {existing.source!r}); names must be unique", now, out)
-            return  # the same spec again: duplicate event or re-emission, nothing to do
-        output = spec.output
-        other = self._producer.get(output)
-        if other is not None:
-            self._reject(source, name, f"output {output!r} is already produced by computation {other.name!r}", now,
-                         out)
-            return
-        consumers = self._consumers
-        if output in consumers:  # only then can this spec close a cycle
-            cycle = self._find_cycle(spec)
-            if cycle is not None:
-                self._reject(source, name, str(CycleError(name, cycle)), now, out)
-                return
-        subscribers = tuple(dict.fromkeys(spec.notify + (subscriber,))) if subscriber else spec.notify
-        rec = ComputationRecord(spec, source, WAITING, now, subscribers)
-        self._counts[WAITING] += 1
-        records[name] = rec
-        self._producer[output] = rec
-        inputs = spec.inputs
-        for key in inputs:
-            readers = consumers.get(key)
-            if readers is None:
-                consumers[key] = name
-            elif type(readers) is str:
-                consumers[key] = [readers, name]
+        counts = {s: 0 for s in State}
+        per_pool = {name: {"running": 0, "on_lent": 0, "lent_out": 0, "used": {}} for name in self._pools}
+        outstanding = 0
+        for name, rec in self._records.items():
+            check(rec.name == name and rec.state is not NEW, f"{name!r} is recorded under another name or as new")
+            counts[rec.state] += 1  # type: ignore[index]
+            check(self._producer.get(rec.spec.output) is rec, f"{name!r} is not the producer of its output")
+            check(rec.current == variant(rec.spec, rec.alternative), f"{name!r}: current spec is not its variant")
+            for key in rec.spec.inputs:
+                check(any(c is rec for c in self._consumers.get(key, ())), f"{name!r} not a consumer of {key!r}")
+            if rec.state is WAITING:
+                check(bool(rec.missing), f"{name!r} waits for nothing")
+                for key in rec.missing:
+                    check(key not in self._versions, f"{name!r} waits for {key!r}, which is available")
+                    check(rec in self._waiters.get(key, ()), f"{name!r} missing from the waiters of {key!r}")
             else:
-                readers.append(name)
-        available = self._available
-        if output in available:
-            self._settle_existing(rec, now, out)
-            return
-        if self._failed_keys:
-            failed = self._failed_keys
-            upstream = next((k for k in inputs if k in failed and k not in available), None)
-            if upstream is not None:
-                culprit = failed[upstream]
-                self._set_state(rec, UPSTREAM_FAILED)
-                rec.finished_at = now
-                rec.last_error = f"upstream computation {culprit!r} failed, so {upstream!r} will not be produced"
-                out.append(Settle(name, UPSTREAM_FAILED, rec.last_error))
-                self._announce(rec, out)
-                self._fail_downstream(rec, now, out, culprit)
-                return
-        if self._plain_route and not spec.resources:
-            rec.pool = self._plain_route  # no affinity pools, no resources: the general pool, no questions
-        else:
-            problem = self._choose_variant(rec)
-            if problem is not None:
-                self._fail(rec, now, out, problem)
-                return
-            if rec.alternative:
-                rec.note = f"alternative {rec.alternative} ({rec.label}): no pool can run the ones before"
-        missing = None
-        for key in inputs:
-            if key not in available:
-                if missing is None:
-                    missing = {key}
-                else:
-                    missing.add(key)
-        if missing is None:
-            self._make_ready(rec, now)
-            return
-        rec.missing = missing
-        waiters = self._waiters
-        for key in missing:
-            waiting = waiters.get(key)
-            if waiting is None:
-                waiters[key] = rec
-            elif type(waiting) is set:
-                waiting.add(rec)
+                check(not rec.missing, f"{name!r} is {rec.state} but lacks {sorted(rec.missing)}")
+            if rec.state is DONE:
+                check(rec.spec.output in self._versions, f"{name!r} is done but its output is not available")
+            if rec.state in (FAILED, UPSTREAM_FAILED):
+                check(rec.spec.output in self._failed_keys, f"{name!r} failed but its output is not marked failed")
+            if rec.state is RUNNING:
+                check(rec.running_attempt == rec.attempts, f"{name!r} runs without its latest attempt out")
             else:
-                waiters[key] = {waiting, rec}
+                check(rec.running_attempt is None, f"{name!r} is {rec.state} with attempt {rec.running_attempt} out")
+            if rec.state is READY:
+                pool = self._pools[rec.pool]
+                check(any(rec in fifo for fifo in pool.queued.values()), f"{name!r} is ready but not queued")
+            if rec.running_attempt is not None:
+                outstanding += 1
+                usage = per_pool[rec.pool]
+                usage["on_lent" if rec.lent else "running"] += 1  # type: ignore[operator]
+                for r, a in (rec.current.resources or {}).items():
+                    usage["used"][r] = usage["used"].get(r, 0.0) + a  # type: ignore[index,union-attr]
+            else:
+                check(not rec.blocked_on and not rec.lent, f"{name!r} waits or holds a lent slot with no attempt")
+            if rec.blocked_on:
+                check(self._blocked.get(name) is rec, f"{name!r} is blocked but not in the blocked table")
+                per_pool[rec.pool]["lent_out"] += 1  # type: ignore[operator]
+                for key in rec.blocked_on:
+                    check(rec in self._blocked_waiters.get(key, ()), f"{name!r} not among the waiters of {key!r}")
+        check(counts == self._counts, f"state counts {self._counts} do not match the records {counts}")
+        check(outstanding == self._outstanding, f"{self._outstanding} attempts counted out, {outstanding} found")
+        check(all(r.blocked_on for r in self._blocked.values()), "a computation in the blocked table waits for nothing")
+        for key, waiting in self._waiters.items():
+            check(bool(waiting), f"an empty waiter set is kept for {key!r}")
+            for rec in waiting:
+                check(rec.state is WAITING and key in rec.missing, f"{rec.name!r} is listed as waiting for {key!r}")
+        for key, attempts in self._blocked_waiters.items():
+            for rec in attempts:
+                check(key in rec.blocked_on, f"{rec.name!r} is listed as blocked on {key!r}")
+        for name, pool in self._pools.items():
+            usage = per_pool[name]
+            check(pool.running == usage["running"], f"pool {name!r} counts {pool.running} running, "
+                                                    f"records say {usage['running']}")
+            check(pool.on_lent == usage["on_lent"], f"pool {name!r} counts {pool.on_lent} on lent slots, "
+                                                    f"records say {usage['on_lent']}")
+            check(pool.lent_out == usage["lent_out"], f"pool {name!r} counts {pool.lent_out} lent slots, "
+                                                      f"records say {usage['lent_out']}")
+            for r in set(pool.used) | set(usage["used"]):  # type: ignore[arg-type]
+                check(abs(pool.used.get(r, 0.0) - usage["used"].get(r, 0.0)) < 1e-9,  # type: ignore[union-attr]
+                      f"pool {name!r} counts {pool.used.get(r, 0.0):g} {r} in use, records say "
+                      f"{usage['used'].get(r, 0.0):g}")  # type: ignore[union-attr]
+            check(pool.running <= pool.limit, f"pool {name!r} holds {pool.running} attempts, limit {pool.limit}")
+            check(len(pool.ready) == len(pool.queued) and all(k in pool.queued for k in pool.ready),
+                  f"pool {name!r}: the ready heap and its queues disagree")
 
-    def _route(self, rec: ComputationRecord) -> str | None:
-        """Assign the pool for the current variant; the reason when no pool could ever run it."""
-        spec = rec.current
-        name = self._affinity.get(spec.handler_type, self._general) if self._affinity else self._general
-        if name is not None and not spec.resources:
-            rec.pool = name
-            return None
-        if name is None:
-            return (f"handler type {spec.handler_type!r} has no pool and there is no general pool "
-                    f"(pools: {', '.join(self._pools)})")
-        pool = self._pools[name].spec
-        short = {r: a for r, a in (spec.resources or {}).items() if a > pool.capacity.get(r, 0.0)}
-        if short:
-            asked = ", ".join(f"{r}={a:g}" for r, a in sorted((spec.resources or {}).items()))
-            has = ", ".join(f"{r}={a:g}" for r, a in sorted(pool.capacity.items())) or "nothing declared"
-            return (f"computation {rec.label!r} asks for {asked}, more than pool {name!r} will ever have "
-                    f"({has}); declare capacity with --resources or --pool")
-        rec.pool = name
-        return None
 
-    def _retry_policy(self, spec: ComputationSpec) -> RetryPolicy:
-        return RetryPolicy.from_spec(spec.retry) if spec.retry is not None else self.config.default_retry
+def _unindex(index: dict[str, dict[ComputationRecord, None]], keys: Iterable[str], rec: ComputationRecord) -> None:
+    """Take `rec` out of `index` under each of `keys`, dropping entries left empty."""
+    for key in keys:
+        entries = index.get(key)
+        if entries is not None:
+            entries.pop(rec, None)
+            if not entries:
+                del index[key]
 
-    def _find_cycle(self, spec: ComputationSpec) -> tuple[str, ...] | None:
-        """The cycle `spec` would close, as key -> [computation] -> key ..., or None.
 
-        A cycle needs a path from spec's output, through registered consumers, to one of its inputs. The
-        common cases (nobody reads the output yet; nobody produces the inputs) are answered without a walk.
-        """
-        inputs = set(spec.inputs)
-        if not self._consumers.get(spec.output) or not any(k in self._producer for k in inputs):
-            return None
-        parent: dict[str, tuple[str, str] | None] = {spec.output: None}
-        frontier = deque([spec.output])
-        while frontier:
-            key = frontier.popleft()
-            readers = self._consumers.get(key, ())
-            for name in sorted((readers,) if type(readers) is str else readers):
-                nxt = self._records[name].spec.output
-                if nxt in parent:
-                    continue
-                parent[nxt] = (name, key)
-                if nxt in inputs:
-                    path = [nxt]
-                    cur = nxt
-                    while parent[cur] is not None:
-                        via, prev = parent[cur]  # type: ignore[misc]
-                        path += [f"[{via}]", prev]
-                        cur = prev
-                    path.reverse()
-                    return tuple(path + [f"[{spec.computation}]", spec.output])
-                frontier.append(nxt)
-        return None
-
-    # --- time: retries, time-outs, deadlocks -------------------------------------------------------------------
-
-    def _timer(self, due: float, kind: str, rec: ComputationRecord) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (due, self._seq, kind, rec.name, rec.attempts))
-
-    def _timer_valid(self, timer: tuple[float, int, str, str, int]) -> bool:
-        _, _, kind, name, attempt = timer
-        rec = self._records[name]
-        wanted = RETRYING if kind == "retry" else RUNNING
-        return rec.state is wanted and rec.attempts == attempt
-
-    def _fire_timers(self, now: float, out: list[Instruction]) -> None:
-        while self._timers and self._timers[0][0] <= now:
-            timer = heapq.heappop(self._timers)
-            if not self._timer_valid(timer):
-                continue
-            _, _, kind, name, attempt = timer
-            rec = self._records[name]
-            if kind == "retry":
-                rec.retry_at = None
-                self._set_state(rec, WAITING)
-                self._make_ready(rec, now)
-            else:  # a time-out: the attempt failed; the executor must end it
-                limit = rec.current.timeout_s
-                out.append(Cancel(name, attempt, f"timed out after {limit:g}s"))
-                self._failed_attempt(rec, f"timed out after {limit:g}s", False, now, out, release=True)
-
-    def _check_deadlock(self, now: float, out: list[Instruction]) -> None:
-        """Waiting work with nothing running, nothing due and nothing arriving for the grace period can only
-        be waiting for inputs that nothing will produce. Those whose missing inputs have no producer fail;
-        everything downstream of them is then upstream-failed."""
-        grace = self.config.deadlock_grace_s
-        if (grace is None or not self._counts[WAITING] or not self.is_quiescent()
-                or now < self._last_activity + grace):
-            return
-        stuck = []
-        for rec in self.waiting():
-            orphans = sorted(k for k in rec.missing if k not in self._producer)
-            if orphans:
-                stuck.append((rec, orphans))
-        if not stuck:  # every missing key has a waiting producer: a cycle, which registration prevents
-            return
-        explanation = "; ".join(f"{rec.name!r} waits for {', '.join(repr(k) for k in keys)}"
-                                for rec, keys in stuck[:20])
-        deadlock = Deadlock("missing-inputs", tuple(rec.name for rec, _ in stuck),
-                            f"nothing ran or arrived for {grace:g}s and no registered computation produces "
-                            f"what these wait for: {explanation}" + (" ..." if len(stuck) > 20 else ""))
-        self._deadlocks.append(deadlock)
-        out.append(deadlock)
-        self._last_activity = now
-        for rec, keys in stuck:
-            if rec.state is not WAITING:
-                continue  # upstream-failed by an earlier one in this loop
-            self._unwait(rec)
-            self._fail(rec, now, out, f"deadlock: no computation produces {', '.join(repr(k) for k in keys)} "
-                                      f"and nothing arrived for {grace:g}s")
-
-    # --- dispatch ----------------------------------------------------------------------------------------------
-
-    def _dispatch(self, now: float, out: list[Instruction]) -> None:
-        if self._paused:
-            return
-        for pool in self._pools.values():
-            ready = pool.ready
-            if not ready:
-                continue
-            running = pool.running
-            limit = pool.limit
-            if running >= limit:
-                continue
-            queued = pool.queued
-            fifo = queued[ready[0]]
-            slots = pool.spec.slots
-            pool_name = pool.spec.name
-            while running < limit:
-                rec = fifo[0]
-                if rec.state is not READY:  # settled while queued (its output appeared)
-                    fifo.popleft()
-                    if not fifo:
-                        del queued[heappop(ready)]
-                        if not ready:
-                            break
-                        fifo = queued[ready[0]]
-                    continue
-                spec = rec.current if rec.alternative else rec.spec
-                if spec.timeout_s is not None and running >= slots:
-                    break  # would wait in the executor's queue while its clock runs
-                demand = spec.resources
-                if demand:
-                    used, capacity = pool.used, pool.spec.capacity
-                    if any(used.get(r, 0.0) + a > capacity.get(r, 0.0) for r, a in demand.items()):
-                        break  # strict priority: the head waits for capacity rather than being overtaken
-                    for r, a in demand.items():
-                        used[r] = used.get(r, 0.0) + a
-                fifo.popleft()
-                running += 1
-                rec.state = RUNNING
-                rec.attempts = attempt = rec.attempts + 1
-                rec.variant_attempts += 1
-                rec.started_at = now
-                if spec.timeout_s is not None:
-                    self._timer(now + spec.timeout_s, "timeout", rec)
-                out.append(_new(Dispatch, (spec, attempt, pool_name)))
-                if not fifo:
-                    del queued[heappop(ready)]
-                    if not ready:
-                        break
-                    fifo = queued[ready[0]]
-            dispatched = running - pool.running
-            if dispatched:
-                pool.running = running
-                counts = self._counts  # _set_state(rec, RUNNING) for each, inline
-                counts[READY] -= dispatched
-                counts[RUNNING] += dispatched
+def _keys(keys: Iterable[str]) -> str:
+    keys = list(keys)
+    shown = ", ".join(repr(k) for k in keys[:5])
+    return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")

@@ -18,7 +18,6 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from ..errors import ConfigError
 from ..sources.seaweedfs import weed_binary
 from .ports import free_port
 

@@ -15,12 +15,17 @@ import jsonschema
 import yaml
 
 from ..errors import InvalidKeyError, Problem, SpecError
-from ..model import ComputationSpec, check_key, freeze, priority_value
+from ..model import ComputationSpec, check_key, clip, freeze, priority_value, shorten
 
-MAX_TEXT_BYTES = 1 << 20  # one GCL document
+MAX_TEXT_BYTES = 1 << 20  # one GCL document written by people
 MAX_NODES = 100_000  # values after alias expansion: bounds "billion laughs"
 MAX_DEPTH = 64
-MAX_SPECS = 10_000  # computations in one document: bounds runaway fan-outs
+MAX_SPECS = 10_000  # computations in one document written by people
+# A sidecar holds what one handler attempt emitted (compact JSON written by gcl-orchestrator): its bounds are the
+# largest emission `--max-emit` allows, and the worker refuses to write a sidecar beyond them, so that whatever
+# was accepted live is also read back at restart.
+MAX_EMIT_LIMIT = 100_000
+MAX_SIDECAR_BYTES = 64 << 20
 
 Path = tuple[str | int, ...]
 
@@ -170,21 +175,30 @@ def _schema_problems(err: jsonschema.ValidationError) -> list[tuple[Path, str]]:
 
 
 def _schema_problem(err: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
-    v = err.validator
+    """One schema violation in words, naming the field; a long value is described by its size, never printed."""
+    v, value = err.validator, err.instance
     if v == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         return path, f"missing required field '{missing}'"
     if v == "type":
-        return path, f"must be {_article(err.validator_value)}, not {_json_type(err.instance)}"
+        return path, f"must be {_article(err.validator_value)}, not {_json_type(value)}"
+    if v in ("maxItems", "minItems"):
+        bound = "at most" if v == "maxItems" else "at least"
+        return path, f"has {len(value):,} items; {bound} {err.validator_value:,} are allowed"
+    if v in ("maxLength", "minLength"):
+        bound = "at most" if v == "maxLength" else "at least"
+        return path, f"is {len(value):,} characters long; {bound} {err.validator_value:,} are allowed"
     if v == "pattern":
-        return path, f"{err.instance!r} does not match the pattern {err.validator_value}"
-    if v == "not" and path and isinstance(err.instance, str):
-        return path, f"{err.instance!r} is under the reserved prefix '.gclo/'"
+        return path, f"{shorten(value)} does not match the pattern {err.validator_value}"
+    if v == "not" and path and isinstance(value, str):
+        return path, f"{shorten(value)} is under the reserved prefix '.gclo/'"
     if v == "oneOf" and path and path[-1] == "priority":
-        return path, f"{err.instance!r} is not a priority: use low, normal, high, critical or an integer -1000..1000"
+        return path, f"{shorten(value)} is not a priority: use low, normal, high, critical or an integer -1000..1000"
     if v == "uniqueItems":
         return path, "has duplicate items"
-    return path, err.message
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "const"):
+        return path, f"{shorten(value)} is not allowed here ({v} {shorten(err.validator_value)})"
+    return path, clip(err.message)
 
 
 def _article(t: Any) -> str:
@@ -241,7 +255,8 @@ def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tupl
 
 def specs_from_data(docs: list[Any], lines: Mapping[Path, int] | None = None,
                     source: str | None = None,
-                    parse_problems: Iterable[tuple[Path, str]] = ()) -> tuple[ComputationSpec, ...]:
+                    parse_problems: Iterable[tuple[Path, str]] = (),
+                    max_specs: int = MAX_SPECS) -> tuple[ComputationSpec, ...]:
     """Validate already-parsed documents (each a mapping or a list of mappings) into specs, or raise SpecError."""
     lines = lines or {}
     multi = len(docs) > 1
@@ -283,33 +298,35 @@ def specs_from_data(docs: list[Any], lines: Mapping[Path, int] | None = None,
                 continue
             seen[spec.computation] = where
             specs.append(spec)
-    if len(specs) > MAX_SPECS:
-        problems.append(Problem("", f"{len(specs)} computations in one document; the limit is {MAX_SPECS}"))
+    if len(specs) > max_specs:
+        problems.append(Problem("", f"{len(specs)} computations in one document; the limit is {max_specs}"))
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.path))
         raise SpecError(problems, source)
     return tuple(specs)
 
 
-def load_gcl(text: str | bytes, source: str | None = None) -> tuple[ComputationSpec, ...]:
+def load_gcl(text: str | bytes, source: str | None = None, *, sidecar: bool = False) -> tuple[ComputationSpec, ...]:
     """Parse and validate GCL text. Returns the specs in document order, or raises SpecError naming every problem.
 
-    `source` (a file name or object key) is named in the error.
+    `source` (a file name or object key) is named in the error. `sidecar`: the text is a sidecar written by a
+    worker, held to the sidecar bounds (MAX_SIDECAR_BYTES, MAX_EMIT_LIMIT) instead of those for people's files.
     """
+    max_bytes, max_specs = (MAX_SIDECAR_BYTES, MAX_EMIT_LIMIT) if sidecar else (MAX_TEXT_BYTES, MAX_SPECS)
     if isinstance(text, bytes):
-        if len(text) > MAX_TEXT_BYTES:
-            raise SpecError([Problem("", f"document too large: {len(text)} bytes, limit {MAX_TEXT_BYTES}")], source)
+        if len(text) > max_bytes:
+            raise SpecError([Problem("", f"document too large: {len(text):,} bytes, limit {max_bytes:,}")], source)
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise SpecError([Problem("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")], source) from None
-    if len(text) > MAX_TEXT_BYTES:
-        raise SpecError([Problem("", f"document too large: more than {MAX_TEXT_BYTES} characters")], source)
+    if len(text) > max_bytes:
+        raise SpecError([Problem("", f"document too large: more than {max_bytes:,} characters")], source)
     try:
         docs, lines, parse_problems = _parse(text)
     except SpecError as exc:
         raise SpecError(exc.problems, source) from None
-    return specs_from_data(docs, lines, source, parse_problems)
+    return specs_from_data(docs, lines, source, parse_problems, max_specs)
 
 
 def spec_from_mapping(fields: Mapping[str, Any], source: str | None = None) -> ComputationSpec:

@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 
 from ..interfaces import ObjectStore
 from ..model import META_GCL, META_GCL_REF, METADATA_LIMIT_BYTES, RESERVED_PREFIX, ComputationSpec, metadata_get
+from .loader import MAX_EMIT_LIMIT, MAX_SIDECAR_BYTES
+
 SIDECAR_PREFIX = RESERVED_PREFIX + "gcl/"
 
 
@@ -41,15 +43,21 @@ def metadata_size(metadata: Mapping[str, str]) -> int:
 def encode_gcl(specs: Sequence[ComputationSpec], other: Mapping[str, str] | None = None,
                limit: int = METADATA_LIMIT_BYTES) -> EncodedGcl:
     """Metadata carrying `specs` next to `other` user metadata, inline when it fits, else via a sidecar.
-    Raises ValueError when even the sidecar reference does not fit beside `other`."""
+    Raises ValueError when even the sidecar reference does not fit beside `other`, or when the sidecar would be
+    beyond what is read back (MAX_EMIT_LIMIT specs, MAX_SIDECAR_BYTES): what cannot be recovered at restart is
+    not written."""
     other = dict(other or {})
     if not specs:
         return EncodedGcl(other)
+    if len(specs) > MAX_EMIT_LIMIT:
+        raise ValueError(f"{len(specs):,} computations in one GCL; at most {MAX_EMIT_LIMIT:,} can be carried")
     text = specs_to_text(specs)
     inline = {**other, META_GCL: text}
     if text.isascii() and metadata_size(inline) <= limit:
         return EncodedGcl(inline)
     body = text.encode("utf-8")
+    if len(body) > MAX_SIDECAR_BYTES:
+        raise ValueError(f"the GCL is {len(body):,} bytes; a sidecar holds at most {MAX_SIDECAR_BYTES:,}")
     key = SIDECAR_PREFIX + hashlib.sha256(body).hexdigest() + ".json"
     with_ref = {**other, META_GCL_REF: key}
     if metadata_size(with_ref) > limit:

@@ -1,8 +1,10 @@
 """Rules for plain files: key globs mapped to GCL templates, so an object dropped without metadata starts a
-pipeline. Placeholders are {key}, {name}, {stem}, {parent}; substitution is plain text replacement, never code.
+pipeline. Placeholders are {key}, {name}, {stem}, {parent}, and {stem_id} and {key_id}, which are always
+valid in a computation name; substitution is plain text replacement, never code.
 """
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
@@ -14,7 +16,8 @@ from ..errors import RulesError, SpecError
 from ..model import ComputationSpec
 from .loader import specs_from_data
 
-PLACEHOLDERS = ("key", "name", "stem", "parent")
+PLACEHOLDERS = ("key", "name", "stem", "parent", "stem_id", "key_id")
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_.:@/+=-]")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]*)\}")
 
 
@@ -52,10 +55,23 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(out + r"\Z")
 
 
+def name_id(text: str) -> str:
+    """`text` as it may appear in a computation name: unchanged when it only has letters, digits and
+    `_ . : @ / + = -`; otherwise every other character becomes `_` and a short hash of the original is added,
+    so that two keys that differ only there still get two names."""
+    if not _NOT_IN_NAMES.search(text):
+        return text
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{_NOT_IN_NAMES.sub('_', text)}-{digest}"
+
+
 def key_values(key: str) -> dict[str, str]:
+    """The placeholders for `key`: `incoming/a.b.csv` has name `a.b.csv`, stem `a.b` (the name without its last
+    suffix), parent `incoming`."""
     name = posixpath.basename(key)
-    stem = name.split(".", 1)[0] if not name.startswith(".") else name
-    return {"key": key, "name": name, "stem": stem, "parent": posixpath.dirname(key)}
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return {"key": key, "name": name, "stem": stem, "parent": posixpath.dirname(key), "stem_id": name_id(stem),
+            "key_id": name_id(key)}
 
 
 def _render(template: Any, values: Mapping[str, str]) -> Any:

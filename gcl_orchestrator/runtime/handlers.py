@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import importlib.util
 import re
 import sys
@@ -143,11 +144,20 @@ def import_source(source: str) -> Any:
         raise HandlerLoadError(f"cannot load handlers from {source}: {describe_exception(exc)}") from None
 
 
-def describe_exception(exc: BaseException) -> str:
-    """`Type: message (at file:line in function)`, pointing at the innermost frame."""
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
+
+
+def describe_exception(exc: BaseException, handler_file: str | None = None) -> str:
+    """`Type: message (at file:line in function)`, the message cut to a bounded length. The line named is the
+    handler's own: the innermost frame in `handler_file` when given, else the innermost one outside this
+    package (an error raised by `ctx.read_json` points at the handler line that called it)."""
     text = f"{type(exc).__name__}: {exc}"
+    if len(text) > 1000:
+        text = text[:1000] + f"... ({len(text):,} characters)"
     frames = traceback.extract_tb(exc.__traceback__)
     if frames:
-        last = frames[-1]
-        text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+        mine = [f for f in frames if handler_file and f.filename == handler_file]
+        outside = [f for f in frames if not str(Path(f.filename).resolve()).startswith(_PACKAGE_DIR)]
+        where = (mine or outside or frames)[-1]
+        text += f" (at {Path(where.filename).name}:{where.lineno} in {where.name})"
     return text

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from ..errors import GclError
 from ..interfaces import ObjectStore
-from ..model import RESERVED_PREFIX, Completion
+from ..model import RESERVED_PREFIX, Completion, IncidentReported
+from ..supervise import start_thread
 from .handlers import HandlerRegistry, describe_exception
 
 log = logging.getLogger("gclo")
@@ -32,19 +33,24 @@ def event_key(first: str, at: float, count: int) -> str:
 
 
 class Notifier:
-    def __init__(self, store: ObjectStore, registry: HandlerRegistry,
-                 incident: Callable[[str | None, str], None], publish: bool = True):
+    def __init__(self, store: ObjectStore, registry: HandlerRegistry, report: Callable[[object], None],
+                 publish: bool = True):
         self.store = store
         self.registry = registry
-        self.incident = incident
+        self.report = report  # into the orchestrator's queue: incidents
         self.publish_events = publish
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._warned: set[str] = set()
+        self._batch: list[tuple[Completion, float]] = []
+
+    def incident(self, key: str | None, message: str) -> None:
+        self.report(IncidentReported("notifier", message, key))
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="gclo-notifier", daemon=True)
-        self._thread.start()
+        self._stopping.clear()
+        self._thread = start_thread("gclo-notifier", self._loop, self.report, self._stopping)
 
     def notify(self, handler_type: str, completion: Completion) -> None:
         self._q.put(("notify", handler_type, completion))
@@ -59,10 +65,11 @@ class Notifier:
             self._q.put(_STOP)
             self._thread.join()
             self._thread = None
+            self._stopping.set()
 
     def _loop(self) -> None:
-        batch: list[tuple[Completion, float]] = []
-        deadline = None
+        batch = self._batch  # kept on the instance: a restarted loop goes on with what was collected
+        deadline = time.monotonic() + BATCH_S if batch else None
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -71,6 +78,7 @@ class Notifier:
                 item = None
             if item is _STOP:
                 self._write(batch)
+                batch.clear()
                 return
             if item is not None and item[0] == "notify":
                 self._call(item[1], item[2])
@@ -79,7 +87,8 @@ class Notifier:
                 deadline = deadline or time.monotonic() + BATCH_S
             if batch and (len(batch) >= BATCH_MAX or time.monotonic() >= (deadline or 0)):
                 self._write(batch)
-                batch, deadline = [], None
+                batch.clear()
+                deadline = None
 
     def _call(self, handler_type: str, completion: Completion) -> None:
         fn = self.registry.completion(handler_type)

@@ -12,42 +12,51 @@ import queue
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from ..core import Scheduler, SchedulerConfig
-from ..errors import GclError, ObjectNotFound, RulesError, SpecError, UnknownHandlerType
+from ..errors import GclError, InvalidKeyError, ObjectNotFound, RulesError, UnknownHandlerType, UnreadableObject
 from ..interfaces import EventSource, Executor, ObjectStore, Task
 from ..model import (
+    AttemptFailed,
     Cancel,
     Completion,
+    ComponentFailed,
     ComputationBlocked,
-    ComputationResumed,
-    SpecsSubmitted,
     ComputationFailed,
+    ComputationResumed,
     ComputationSpec,
     ComputationSucceeded,
     Deadlock,
     Dispatch,
+    Expedite,
+    IncidentReported,
     Notify,
     ObjectAvailable,
     ObjectCreated,
     PoolSpec,
+    ReadGcl,
     Reject,
+    Reply,
     RESERVED_PREFIX,
     Settle,
+    SpecsSubmitted,
+    Stalled,
     State,
+    check_key,
     is_reserved,
 )
-from ..gcl import RuleSet, load_gcl, read_gcl_fields
-from ..gcl.metadata import valid_sidecar_key
+from ..gcl import RuleSet, what_follows
+from ..views.status import build_status, write_status
 from .handlers import HandlerRegistry
 from .notifier import Notifier
-from ..views.status import build_status, write_status
 
 log = logging.getLogger("gclo")
 RULES_KEY = RESERVED_PREFIX + "rules.yaml"
 _STOP = object()
 _TRY_AGAIN = object()
+MAX_REFUSED_KEYS = 100_000  # keys refused once and remembered, so a redelivery is not reported again
+EXIT_COMPONENT_FAILED = 3
 
 
 GC_THRESHOLDS = (50_000, 20, 20)
@@ -144,7 +153,7 @@ class RunStats:
 
 @dataclass
 class RunResult:
-    exit_code: int
+    exit_code: int  # 0 all done; 1 something failed, waits or was rejected; 3 a component failed; 130 stopped
     counts: dict[str, int]
     failed: list[tuple[str, str]] = field(default_factory=list)
     waiting: list[tuple[str, list[str]]] = field(default_factory=list)
@@ -154,6 +163,16 @@ class RunResult:
 
 
 SourceFactory = Callable[[Mapping[str, str]], Sequence[EventSource]]
+
+
+class _Seen(NamedTuple):
+    """An object as the runtime saw it: its metadata (None: not read, its producer's report brings the GCL),
+    its version, and why it cannot be read, if it cannot."""
+
+    key: str
+    metadata: Mapping[str, str] | None
+    etag: str | None
+    unreadable: str | None = None
 
 
 class Orchestrator:
@@ -173,12 +192,13 @@ class Orchestrator:
         scheduling = scheduling or SchedulerConfig(pools=(PoolSpec("general", executor.capacity),))
         self.core = Scheduler(config=dataclasses.replace(scheduling, prefetch=executor.prefetch))
         self.queue = EventQueue()
-        self._etags: dict[str, str | None] = {}
         self._incidents: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
+        self._refused_keys: set[str] = set()
         self._sources: list[EventSource] = []
         self._stop_requested = False
+        self._failed_component: str | None = None
         self._dirty = True
-        self.notifier = Notifier(store, registry, self._incident, publish_completions)
+        self.notifier = Notifier(store, registry, self.queue.put, publish_completions)
         self.stats = RunStats()
         self._committed_at: dict[str, float] = {}
         self._info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "state": "starting",
@@ -235,19 +255,20 @@ class Orchestrator:
                 if (opts.until_idle and self.core.is_quiescent() and self.queue.empty()
                         and now - last_event >= opts.quiet_s):
                     break
-            interrupted = self._stop_requested
+            interrupted = self._stop_requested and self._failed_component is None
         except KeyboardInterrupt:
             interrupted = True
         finally:
             for source in self._sources:
                 source.stop()
             self.core.pause()  # outcomes still count, but nothing new goes to an executor that is stopping
-            self.executor.stop(0.0 if interrupted else opts.stop_grace_s)
+            self.executor.stop(0.0 if interrupted or self._failed_component else opts.stop_grace_s)
             self._drain_after_stop()
             self.notifier.stop()
             self.stats.finished = time.monotonic()
             self.stats.orchestrator_requests = self.store.request_count() or 0
-            self._info["state"] = "interrupted" if interrupted else "finished"
+            self._info["state"] = ("failed" if self._failed_component else
+                                   "interrupted" if interrupted else "finished")
             self._info["stopped_at"] = time.time()
             self._save_status()
         return self._result(interrupted)
@@ -255,25 +276,39 @@ class Orchestrator:
     # --- turning events into core events -----------------------------------------------------------------------
 
     def _handle(self, events: list[Any]) -> None:
-        batch: list[Any] = []
+        objects: list[_Seen] = []
         acks: list[Callable[[], None]] = []
+        batch: list[Any] = []
         for ev in events:
             if ev is _STOP:
                 continue
-            if isinstance(ev, ObjectCreated):
+            kind = type(ev)
+            if kind is ObjectCreated:
                 resolved = self._resolve(ev)
                 if resolved is _TRY_AGAIN:
-                    continue
+                    continue  # not acknowledged: the notification comes again
                 if resolved is not None:
-                    batch.append(resolved)
+                    objects.append(resolved)
                 if ev.ack is not None:
                     acks.append(ev.ack)
-            elif isinstance(ev, ComputationSucceeded):
-                batch.extend(self._succeeded(ev))
-            elif isinstance(ev, (ComputationFailed, ComputationBlocked, ComputationResumed, SpecsSubmitted)):
-                if isinstance(ev, ComputationFailed):
-                    self.stats.worker_requests += ev.requests
+            elif kind is ComputationSucceeded:
+                batch.append(self._succeeded(ev))
+            elif kind is ComputationFailed:
+                self.stats.worker_requests += ev.requests
                 batch.append(ev)
+            elif kind is ComputationBlocked:
+                keys = ", ".join(ev.keys[:5]) + (f" and {len(ev.keys) - 5} more" if len(ev.keys) > 5 else "")
+                log.info("wait    %s #%d for %s (its slot goes to that work meanwhile)", ev.computation,
+                         ev.attempt, keys)
+                batch.append(ev)
+            elif kind in (ComputationResumed, SpecsSubmitted):
+                batch.append(ev)
+            elif kind is IncidentReported:
+                self._incident(ev.key, f"{ev.where}: {ev.message}")
+            elif kind is ComponentFailed:
+                self._component_failed(ev)
+        if objects:
+            batch = self._objects_available(objects) + batch
         if batch:
             self._feed(batch)
         for ack in acks:
@@ -283,73 +318,99 @@ class Orchestrator:
                 log.debug("acknowledging an event failed: %s", exc)
 
     def _resolve(self, ev: ObjectCreated) -> Any:
-        """An ObjectCreated becomes an ObjectAvailable with its specs; None when it brings nothing new;
-        _TRY_AGAIN when the object could not be read (the event is not acknowledged)."""
+        """An ObjectCreated to what was seen of the object, its metadata read where the event did not carry it
+        and the core will want it; None when it brings nothing new (the core says what is a duplicate);
+        _TRY_AGAIN when the store could not be asked (the event is not acknowledged)."""
         key = ev.key
         if is_reserved(key):
             return None
-        if key in self._etags and (ev.etag is None or ev.etag == self._etags[key]):
-            return None  # duplicate notification
-        if self.core.producer_state(key) is State.RUNNING:
-            return None  # our own worker is writing it; its result brings the GCL without a HEAD
-        metadata = ev.metadata
-        etag = ev.etag
+        try:
+            check_key(key)
+        except InvalidKeyError as exc:
+            self._refuse_key(key, exc.reason)
+            return None
+        if self.core.knows(key, ev.etag):
+            return None  # a duplicate notification
+        metadata, etag = ev.metadata, ev.etag
+        if metadata is None and self.core.expects_report(key):
+            return _Seen(key, None, etag)  # its producer runs: the worker's report carries the GCL, no HEAD
         if metadata is None:
             try:
                 info = self.store.head(key)
             except ObjectNotFound:
                 return None  # deleted since it was reported
+            except UnreadableObject as exc:
+                return _Seen(key, None, etag, exc.reason)  # the object's own fault: reported against it, once
             except GclError as exc:
                 self._incident(key, f"could not read metadata: {exc}")
                 return _TRY_AGAIN  # not remembered, so a later notification or listing tries again
             metadata, etag = info.metadata, info.etag
-        self._etags[key] = etag
-        specs, error = self._gcl_for(key, metadata)
-        return ObjectAvailable(key, specs, error)
+            if self.core.knows(key, etag):
+                return None
+        return _Seen(key, metadata, etag)
 
-    def _gcl_for(self, key: str, metadata: Mapping[str, str] | None) -> tuple[tuple[ComputationSpec, ...], str | None]:
-        """Specs declared by an object's metadata (inline or sidecar), else by the rules; with the error, if any."""
-        fields = read_gcl_fields(metadata)
+    def _objects_available(self, objects: list[_Seen]) -> list[ObjectAvailable]:
+        """What follows each object, decided as one batch: rules never apply to a key that a registered
+        computation, or a spec in this very batch, produces (at restart the whole store is one batch)."""
+        declared: dict[str, tuple[tuple[ComputationSpec, ...], str | None]] = {}
+        outputs: set[str] = set()
+        for seen in objects:
+            if seen.metadata is not None:
+                specs, error = self._what_follows(seen.key, seen.metadata, produced=True)
+                declared[seen.key] = (specs, error)
+                outputs.update(s.output for s in specs)
+        out = []
+        for seen in objects:
+            key = seen.key
+            if seen.unreadable is not None:
+                out.append(ObjectAvailable(key, (), f"its metadata cannot be read: {seen.unreadable}", seen.etag))
+            elif seen.metadata is None:
+                out.append(ObjectAvailable(key, None, None, seen.etag))  # its producer's report brings the GCL
+            else:
+                specs, error = declared[key]
+                if not specs and error is None:
+                    produced = key in outputs or self.core.producer_state(key) is not None
+                    specs, error = self._what_follows(key, seen.metadata, produced=produced)
+                out.append(ObjectAvailable(key, specs, error, seen.etag))
+        return out
+
+    def _what_follows(self, key: str, metadata: Mapping[str, str] | None,
+                      produced: bool) -> tuple[tuple[ComputationSpec, ...], str | None]:
+        return what_follows(key, metadata, rules=self.rules, produced=produced, read_sidecar=self._read_sidecar)
+
+    def _read_sidecar(self, ref: str) -> bytes | None:
         try:
-            if fields.text is not None:
-                return load_gcl(fields.text, source=key), None
-            if fields.ref is not None:
-                if not valid_sidecar_key(fields.ref):
-                    return (), f"gcl-ref {fields.ref!r} does not point into {RESERVED_PREFIX}gcl/"
-                try:
-                    body = self.store.get(fields.ref).body
-                except ObjectNotFound:
-                    return (), f"gcl-ref points to {fields.ref!r}, which does not exist"
-                return load_gcl(body, source=key), None
-            return self.rules.specs_for(key), None
-        except SpecError as exc:
-            return (), exc.one_line()
-        except GclError as exc:
-            return (), str(exc)
+            return self.store.get(ref).body
+        except ObjectNotFound:
+            return None
 
-    def _succeeded(self, ev: ComputationSucceeded) -> list[Any]:
+    def _refuse_key(self, key: str, reason: str) -> None:
+        """A key the S3 API allows but GCL does not (a console folder marker, `a//b`): acknowledged, reported
+        once, and otherwise left alone."""
+        if key in self._refused_keys:
+            return
+        if len(self._refused_keys) < MAX_REFUSED_KEYS:
+            self._refused_keys.add(key)
+        self._incident(key[:300], f"ignored: {reason} (gcl-orchestrator cannot use this key)")
+
+    def _succeeded(self, ev: ComputationSucceeded) -> ComputationSucceeded:
         rec = self.core.record(ev.computation)
         if rec is None:
-            return []
+            return ev
         output = rec.spec.output
-        self._etags[output] = ev.output_etag
         self.stats.succeeded += 1
         self.stats.last_success = time.monotonic()
         self.stats.success_times.append(self.stats.last_success)
         self.stats.worker_requests += ev.requests
         if ev.committed_at:
             self._committed_at[output] = ev.committed_at
-        extra: list[Any] = []
         if ev.specs is None:  # the output was already there: its own metadata says what follows
-            specs, error = self._gcl_for(output, ev.metadata)
-            ev = ev._replace(specs=specs)
-            if error:
-                extra.append(ObjectAvailable(output, (), error))
-            log.info("done    %s: output %s was already there; kept it", ev.computation, output)
-        else:
-            emitted = f", emitted {len(ev.specs)}" if ev.specs else ""
-            log.info("done    %s -> %s (%.2fs%s)", ev.computation, output, ev.duration_s, emitted)
-        return [ev, *extra]
+            specs, error = self._what_follows(output, ev.metadata, produced=True)
+            log.info("done    %s #%d: output %s was already there; kept it", ev.computation, ev.attempt, output)
+            return ev._replace(specs=specs, gcl_error=error)
+        emitted = f", emitted {len(ev.specs)}" if ev.specs else ""
+        log.info("done    %s #%d -> %s (%.2fs%s)", ev.computation, ev.attempt, output, ev.duration_s, emitted)
+        return ev
 
     # --- feeding the core and carrying out its instructions ----------------------------------------------------
 
@@ -362,43 +423,76 @@ class Orchestrator:
             pending = []
             tasks: list[Task] = []
             for ins in instructions:
-                if isinstance(ins, Dispatch):
+                kind = type(ins)
+                if kind is Dispatch:
                     spec = ins.spec
                     if spec.handler_type not in self.handler_types:
                         pending.append(ComputationFailed(spec.computation, ins.attempt,
-                                                         str(UnknownHandlerType(spec.handler_type, self.handler_types.types())),
+                                                         str(UnknownHandlerType(spec.handler_type,
+                                                                                self.handler_types.types())),
                                                          permanent=True))
                         continue
                     rec = self.core.record(spec.computation)
                     label = f" as {rec.label}" if rec is not None and rec.alternative else ""
-                    log.info("start   %s [%s]%s%s", spec.computation, spec.handler_type, label,
-                             f" attempt {ins.attempt}" if ins.attempt > 1 else "")
-                    tasks.append(Task(spec, ins.attempt, self.store.uri, ins.pool))
+                    log.info("start   %s #%d [%s]%s%s", spec.computation, ins.attempt, spec.handler_type, label,
+                             " on a lent slot" if ins.lent else "")
+                    tasks.append(Task(spec, ins.attempt, self.store.uri, ins.pool, ins.lent))
                     if self.stats.first_dispatch is None:
                         self.stats.first_dispatch = time.monotonic()
                     committed = [self._committed_at[k] for k in spec.inputs if k in self._committed_at]
                     if committed:
                         self.stats.write_to_dispatch_s.append(time.time() - max(committed))
-                elif isinstance(ins, Cancel):
+                elif kind is Settle:
+                    self._settled(ins)
+                elif kind is Reply:
+                    self.executor.deliver(ins.computation, ins.attempt, ins.message)
+                elif kind is Expedite:
+                    if tasks:  # what it refers to may have been dispatched in this very step
+                        self.executor.submit_all(tasks)
+                        tasks = []
+                    log.info("lend    %s #%d the slot of the handler waiting for it", ins.computation,
+                             ins.attempt)
+                    self.executor.expedite(ins.computation, ins.attempt)
+                elif kind is AttemptFailed:
+                    log.warning("attempt %s #%d failed: %s; %s", ins.computation, ins.attempt, ins.error, ins.then)
+                elif kind is Cancel:
                     if tasks:  # in order: what was dispatched before this cancel is submitted before it
                         self.executor.submit_all(tasks)
                         tasks = []
-                    log.warning("cancel  %s attempt %d: %s", ins.computation, ins.attempt, ins.reason)
+                    log.warning("cancel  %s #%d: %s", ins.computation, ins.attempt, ins.reason)
                     self.executor.cancel(ins.computation, ins.attempt)
-                elif isinstance(ins, Reject):
+                elif kind is Reject:
                     what = f" computation {ins.computation!r}" if ins.computation else ""
                     log.warning("rejected GCL from %s%s: %s", ins.source, what, ins.reason)
-                elif isinstance(ins, Settle):
-                    self._settled(ins)
-                elif isinstance(ins, Notify):
+                elif kind is Notify:
                     self.notifier.notify(ins.handler_type, ins.completion)
-                elif isinstance(ins, Deadlock):
-                    resolution = "slot lent" if ins.kind == "blocked-worker" else \
-                        f"failing {len(ins.computations)} computation(s)"
+                elif kind is ReadGcl:
+                    pending.extend(self._read_gcl(ins.key))
+                elif kind is Stalled:
+                    log.warning("STALLED %s", ins.explanation)
+                    self._incident(None, f"stalled: {ins.explanation}")
+                elif kind is Deadlock:
+                    resolution = {"missing-inputs": f"failing {len(ins.computations)} computation(s)",
+                                  "held-resources": "ending the wait"}.get(ins.kind, "resolved")
                     log.warning("DEADLOCK (%s): %s; %s", ins.kind, ins.explanation, resolution)
             if tasks:
                 self.executor.submit_all(tasks)
         self._dirty = True
+
+    def _read_gcl(self, key: str) -> list[ObjectAvailable]:
+        """The core asks for the GCL of an object whose metadata nobody read (the attempt that was to report
+        it ended without doing so)."""
+        try:
+            info = self.store.head(key)
+        except ObjectNotFound:
+            return []
+        except UnreadableObject as exc:
+            return [ObjectAvailable(key, (), f"its metadata cannot be read: {exc.reason}", None)]
+        except GclError as exc:
+            self._incident(key, f"could not read metadata: {exc}")
+            return []
+        specs, error = self._what_follows(key, info.metadata, produced=True)
+        return [ObjectAvailable(key, specs, error, info.etag)]
 
     def _settled(self, ins: Settle) -> None:
         rec = self.core.record(ins.computation)
@@ -407,11 +501,17 @@ class Orchestrator:
         elif ins.state is State.UPSTREAM_FAILED:
             log.warning("UPSTREAM-FAILED %s: %s", ins.computation, ins.detail)
         elif ins.detail:
-            log.info("skip    %s: %s", ins.computation, ins.detail)
+            log.info("done    %s: %s", ins.computation, ins.detail)
         if rec is not None:
             self.notifier.publish(Completion(rec.name, rec.state, rec.spec.output, rec.attempts,
                                              rec.last_error if rec.state is not State.DONE else None,
                                              rec.produced_by))
+
+    def _component_failed(self, ev: ComponentFailed) -> None:
+        log.error("%s cannot go on: %s; stopping (exit code %d)", ev.component, ev.message, EXIT_COMPONENT_FAILED)
+        self._incident(None, f"{ev.component} failed: {ev.message}")
+        self._failed_component = ev.component
+        self.request_stop()
 
     # --- start-up, status, end ---------------------------------------------------------------------------------
 
@@ -459,15 +559,22 @@ class Orchestrator:
         waiting = [(r.name, sorted(r.missing)) for r in self.core.waiting()]
         rejected = len(self.core.rejections)
         log.info("finished: %s%s", _progress(self.core.counts()), f", {rejected} rejected spec(s)" if rejected else "")
-        for name, error in failed:
+        for name, error in failed[:50]:
             log.warning("  failed   %s: %s", name, error)
-        for name, missing in waiting:
-            log.warning("  waiting  %s: lacks %s", name, ", ".join(missing))
-        for r in self.core.rejections:
+        for name, missing in waiting[:50]:
+            log.warning("  waiting  %s: lacks %s", name, ", ".join(missing[:5]) +
+                        (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        for r in self.core.rejections[:50]:
             log.warning("  rejected GCL from %s%s: %s", r.source,
                         f" computation {r.computation!r}" if r.computation else "", r.reason)
+        more = max(len(failed), len(waiting), rejected) - 50
+        if more > 0:
+            log.warning("  (lists cut at 50 entries each; gclo status shows them all)")
         ok = not failed and not waiting and not rejected and not interrupted and self.core.is_quiescent()
-        code = 130 if interrupted else (0 if ok else 1)
+        if self._failed_component:
+            code = EXIT_COMPONENT_FAILED
+        else:
+            code = 130 if interrupted else (0 if ok else 1)
         stats = self.stats.summary()
         log.debug("run statistics: %s", stats)
         return RunResult(code, counts, failed, waiting, rejected, interrupted, stats)

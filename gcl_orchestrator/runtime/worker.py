@@ -1,16 +1,19 @@
 """Running one task: call the handler, encode its result, write the output with the emitted GCL.
-`run_task` is shared by every executor; `worker_main` is the loop of a worker process.
+`run_task` is shared by every executor; `worker_main` is the loop of a worker process, whose handler logs and
+standard output reach the orchestrator's log, each line naming the computation and attempt.
 """
 from __future__ import annotations
 
 import collections
+import io
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import (
     GclError,
@@ -26,10 +29,11 @@ from ..interfaces import ObjectStore, Task
 from ..model import ComputationBlocked, ComputationFailed, ComputationResumed, ComputationSucceeded
 from ..gcl import encode_gcl
 from . import audit
-from .context import HandlerContext
+from .context import HandlerContext, ReplyBox
 from .handlers import HandlerRegistry, describe_exception
 
 log = logging.getLogger("gclo.worker")
+MAX_LOG_LINE = 4000  # characters of one forwarded log line
 
 
 def encode_result(value: Any) -> bytes:
@@ -46,9 +50,9 @@ def encode_result(value: Any) -> bytes:
 
 
 def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
-             signal: Callable[[object], None] | None = None) -> ComputationSucceeded | ComputationFailed:
-    """Run one attempt. `signal` carries events the handler raises while it runs (submissions, waiting) to the
-    orchestrator's queue."""
+             channel: ReplyBox | None = None) -> ComputationSucceeded | ComputationFailed:
+    """Run one attempt. `channel` carries what the handler asks of the orchestrator while it runs (submissions,
+    waits) and brings back the answers."""
     spec = task.spec
     started = time.perf_counter()
     requests_before = store.request_count() or 0
@@ -63,22 +67,23 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
     fn = registry.get(spec.handler_type)
     if fn is None:
         return failed(str(UnknownHandlerType(spec.handler_type, registry.types())), permanent=True)
-    ctx = HandlerContext(spec, task.attempt, store, signal)
+    handler_file = getattr(getattr(fn, "__code__", None), "co_filename", None)
+    ctx = HandlerContext(spec, task.attempt, store, channel)
     audit.record("start", spec.computation, task.attempt)
     try:
         result = fn(ctx)
         body = encode_result(result)
     except PermanentHandlerError as exc:
-        return failed(f"gave up: {describe_exception(exc)}", permanent=True)
+        return failed(f"gave up: {describe_exception(exc, handler_file)}", permanent=True)
     except SpecError as exc:
         return failed(f"emitted invalid GCL: {exc.one_line()}")
     except Exception as exc:
-        return failed(describe_exception(exc))
+        return failed(describe_exception(exc, handler_file))
     except SystemExit as exc:
         return failed(f"the handler called exit({exc.code})")
 
-    encoded = encode_gcl(ctx.emitted)
     try:
+        encoded = encode_gcl(ctx.emitted)
         encoded.write_sidecar(store)
         try:
             info = store.create(spec.output, body, encoded.metadata)
@@ -110,27 +115,36 @@ def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str,
         for name in [k for k in os.environ if k.startswith(("AWS_", "GCLO_"))]:
             del os.environ[name]
         os.environ.update(env)
+    inbox = _Inbox(conn)
+    _forward_logs(inbox)
     from ..storage import open_store  # the storage layer is only needed in the worker
 
     try:
         registry = HandlerRegistry.from_sources(handler_sources)
         store = open_store(store_uri)
     except GclError as exc:
-        conn.send(("fatal", str(exc)))
+        inbox.send(("fatal", str(exc)))
         return
-    inbox = _Inbox(conn)
     inbox.send(("ready", os.getpid()))
     while True:
         task = inbox.next()
         if task is None:
             return
-        inbox.send(("result", run_task(task, registry, store, inbox.signal)))
+        inbox.current = f"[{task.spec.computation} #{task.attempt}]"
+        try:
+            outcome = run_task(task, registry, store, inbox.channel())
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            inbox.current = "[worker]"
+        inbox.send(("result", outcome))
 
 
 class _Inbox:
-    """The worker's side of its pipe. A reader thread takes tasks as they arrive, so the next task is here when
-    the current one ends. While a handler blocks in ctx.wait_for, tasks waiting behind it (and any that arrive)
-    are sent back, so they can run elsewhere: work the handler waits for may be among them."""
+    """The worker's side of its pipe. A reader thread takes what arrives: tasks, kept so the next one is here
+    when the current one ends, and the core's replies to the running handler. While a handler blocks in a wait,
+    tasks waiting behind it (and any that arrive) are sent back, so they can run elsewhere: the work the handler
+    waits for may be among them."""
 
     def __init__(self, conn: Any):
         self._conn = conn
@@ -139,6 +153,8 @@ class _Inbox:
         self._tasks: collections.deque[Task] = collections.deque()
         self._closed = False
         self._blocked = False
+        self._replies: ReplyBox | None = None
+        self.current = "[worker]"  # names the running attempt in forwarded log lines
         threading.Thread(target=self._read, name="gclo-worker-inbox", daemon=True).start()
 
     def send(self, message: tuple[str, Any]) -> None:
@@ -151,7 +167,12 @@ class _Inbox:
                 self._cond.wait()
             return self._tasks.popleft() if self._tasks else None
 
-    def signal(self, event: object) -> None:
+    def channel(self) -> ReplyBox:
+        """A fresh reply box for the task about to run (replies to an earlier attempt are not its business)."""
+        self._replies = ReplyBox(self._signal)
+        return self._replies
+
+    def _signal(self, event: object) -> None:
         """Events a running handler raises go to the orchestrator; blocking also hands back waiting tasks."""
         if isinstance(event, ComputationBlocked):
             with self._cond:
@@ -166,16 +187,87 @@ class _Inbox:
     def _read(self) -> None:
         while True:
             try:
-                task = self._conn.recv()
+                item = self._conn.recv()
             except (EOFError, OSError):
-                task = None
+                item = None
+            if isinstance(item, tuple) and item and item[0] == "reply":
+                replies = self._replies
+                if item[1] is not None and replies is not None:
+                    with self._cond:
+                        self._blocked = False  # a reply ends a wait (or answers a submission)
+                    replies.put(item[1])
+                continue
             with self._cond:
-                if task is None:
+                if item is None:
                     self._closed = True
                     self._cond.notify()
                     return
                 if self._blocked:
-                    self.send(("returned", task))
+                    self.send(("returned", item))
                     continue
-                self._tasks.append(task)
+                self._tasks.append(item)
                 self._cond.notify()
+
+
+class _ForwardingHandler(logging.Handler):
+    """Log records of handlers (ctx.log, anything under the `gclo` loggers) go to the orchestrator's log."""
+
+    def __init__(self, inbox: _Inbox):
+        super().__init__()
+        self._inbox = inbox
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self._inbox.send(("log", (record.levelno, text[:MAX_LOG_LINE])))
+        except Exception:
+            self.handleError(record)
+
+
+class _LineStream(io.TextIOBase):
+    """sys.stdout / sys.stderr of a worker: each complete line goes to the orchestrator's log, prefixed with the
+    running attempt and the stream's name."""
+
+    def __init__(self, inbox: _Inbox, name: str, level: int):
+        self._inbox = inbox
+        self._name = name
+        self._level = level
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._partial += text
+            *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self._send(line)
+        if len(self._partial) > MAX_LOG_LINE:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            line, self._partial = self._partial, ""
+        if line:
+            self._send(line)
+
+    def _send(self, line: str) -> None:
+        try:
+            self._inbox.send(("log", (self._level, f"{self._inbox.current} {self._name}: {line[:MAX_LOG_LINE]}")))
+        except (OSError, ValueError):
+            pass  # the orchestrator is gone; nobody is reading
+
+
+def _forward_logs(inbox: _Inbox) -> None:
+    handler = _ForwardingHandler(inbox)
+    root = logging.getLogger("gclo")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    sys.stdout = _LineStream(inbox, "stdout", logging.INFO)  # type: ignore[assignment]
+    sys.stderr = _LineStream(inbox, "stderr", logging.WARNING)  # type: ignore[assignment]

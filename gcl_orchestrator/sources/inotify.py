@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import InvalidKeyError
 from ..interfaces import Emit
 from ..model import RESERVED_PREFIX, check_key
+from ..supervise import start_thread
 from .watch import LocalWatchSource
 
 try:
@@ -54,8 +55,7 @@ class InotifySource(LocalWatchSource):
         self._dirs = {}
         self._inotify = INotify()
         self._watch_tree("")
-        self._thread = threading.Thread(target=self._loop, args=(emit,), name="gclo-watch", daemon=True)
-        self._thread.start()
+        self._thread = start_thread("gclo-watch", lambda: self._loop(emit), emit, self._stop_event)
 
     def stop(self) -> None:
         if self._thread is not None:

@@ -1,9 +1,10 @@
-"""The shape most sources share: one loop in one thread, ended by `stop()`."""
+"""The shape most sources share: one loop in one supervised thread, ended by `stop()`."""
 from __future__ import annotations
 
 import threading
 
 from ..interfaces import Emit, EventSource
+from ..supervise import start_thread
 
 
 class LoopingSource(EventSource):
@@ -21,9 +22,10 @@ class LoopingSource(EventSource):
         """Unblock the loop; the default has nothing to do."""
 
     def start(self, emit: Emit) -> None:
+        """The loop runs under the supervisor: an exception it does not handle itself is logged, reported into
+        the queue as an incident, and the loop starts again after a backoff."""
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, args=(emit,), name=f"gclo-{self.name}", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(f"gclo-{self.name}", lambda: self._loop(emit), emit, self._stopping)
 
     def stop(self) -> None:
         self._stopping.set()

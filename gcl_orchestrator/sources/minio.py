@@ -4,7 +4,6 @@ user metadata, so no HEAD is needed."""
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +13,7 @@ from urllib.parse import urlparse
 from ..errors import ConfigError
 from ..interfaces import Emit, EventSource
 from .looping import LoopingSource
-from .s3_records import objects_from_records
+from .s3_records import load_json, objects_from_records
 
 log = logging.getLogger("gclo.sources")
 MAX_BODY_BYTES = 4 << 20
@@ -22,10 +21,10 @@ MAX_BODY_BYTES = 4 << 20
 
 def parse_minio_event(body: bytes | str, bucket: str, prefix: str, source: str) -> list:
     """A MinIO event (`{"EventName", "Key", "Records": [...]}`) to ObjectCreated events. ValueError if not JSON."""
-    data = json.loads(body)
+    data = load_json(body)
     if not isinstance(data, dict):
         return []
-    return objects_from_records(data.get("Records") or [], bucket, prefix, source)
+    return objects_from_records(data.get("Records"), bucket, prefix, source)
 
 
 class MinioListenSource(LoopingSource):
@@ -54,8 +53,8 @@ class MinioListenSource(LoopingSource):
                     for event in events:
                         if self._stopping.is_set():
                             return
-                        for ev in objects_from_records(event.get("Records") or [], self.bucket, self.prefix,
-                                                       self.name):
+                        records = event.get("Records") if isinstance(event, dict) else None
+                        for ev in objects_from_records(records, self.bucket, self.prefix, self.name):
                             emit(ev)
             except Exception as exc:  # the connection drops when MinIO restarts: listen again
                 if not self._stopping.is_set():

@@ -4,7 +4,6 @@ last event seen; an orchestrator restart relies on the start-up listing instead.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import shutil
 import subprocess
@@ -16,8 +15,9 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..interfaces import Emit
-from ..model import ObjectCreated, is_reserved
+from ..model import ObjectCreated, header_text, is_reserved
 from .looping import LoopingSource
+from .s3_records import load_json
 
 log = logging.getLogger("gclo.sources")
 MAX_EVENT_BYTES = 16 << 20
@@ -35,20 +35,30 @@ def weed_binary() -> str:
 
 
 def _b64(value: Any) -> str | None:
+    """A base64 metadata value as text, decoded as every other path decodes metadata bytes."""
     try:
-        return base64.b64decode(value).decode("utf-8")
-    except (ValueError, TypeError, UnicodeDecodeError):
+        return header_text(base64.b64decode(value, validate=True))
+    except (ValueError, TypeError):
         return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def parse_filer_event(event: Mapping[str, Any], bucket: str, prefix: str, source: str = "seaweedfs") -> ObjectCreated | None:
     """One filer event to an ObjectCreated, or None for deletions, directories, multipart parts, other buckets."""
-    note = event.get("eventNotification") or {}
+    if not isinstance(event, Mapping):
+        return None
+    note = _mapping(event.get("eventNotification"))
     entry = note.get("newEntry")
     if not isinstance(entry, Mapping) or entry.get("isDirectory"):
         return None
     parent = note.get("newParentPath") or event.get("directory") or ""
-    path = parent.rstrip("/") + "/" + str(entry.get("name", ""))
+    name = entry.get("name")
+    if not isinstance(parent, str) or not isinstance(name, str) or not name:
+        return None
+    path = parent.rstrip("/") + "/" + name
     root = f"/buckets/{bucket}/"
     if not path.startswith(root):
         return None
@@ -58,7 +68,7 @@ def parse_filer_event(event: Mapping[str, Any], bucket: str, prefix: str, source
     key = key[len(prefix):]
     if not key or is_reserved(key):
         return None
-    extended = entry.get("extended") or {}
+    extended = _mapping(entry.get("extended"))
     metadata: dict[str, str] = {}
     etag = None
     for name, value in extended.items():
@@ -89,7 +99,7 @@ class FilerStreamDecoder:
             return None
         text, self._lines, self._size = "".join(self._lines), [], 0
         try:
-            data = json.loads(text)
+            data = load_json(text)
         except ValueError:
             log.warning("seaweedfs: could not parse an event: %.200s", text)
             return None

@@ -27,10 +27,11 @@ from watchdog.observers import Observer
 
 from ..errors import InvalidKeyError
 from ..interfaces import Emit, EventSource
-from ..model import ObjectCreated, check_key
+from ..model import IncidentReported, ObjectCreated, check_key
 from ..storage.local import file_version
 
 FRESH_S = 1.0
+log = logging.getLogger("gclo.sources")
 
 # watchdog's inotify emitter logs this at ERROR when events race with its own shutdown; nothing is lost (the
 # source is stopping) and users would read it as a failure.
@@ -82,9 +83,13 @@ class LocalWatchSource(EventSource):
                 self._timers.discard(timer)
                 if self._stopped:
                     return
-            for parent, _dirs, files in os.walk(os.fsdecode(directory)):
-                for name in files:
-                    self._report(emit, os.path.join(parent, name), True)
+            try:
+                for parent, _dirs, files in os.walk(os.fsdecode(directory)):
+                    for name in files:
+                        self._report(emit, os.path.join(parent, name), True)
+            except Exception as exc:  # a timer thread dies alone otherwise; the reconciliation listing covers it
+                log.exception("scanning %s failed", os.fsdecode(directory))
+                emit(IncidentReported("gclo-watch", f"scanning a new directory failed: {type(exc).__name__}: {exc}"))
 
         timer = threading.Timer(FRESH_S + 0.05, scan)
         timer.daemon = True
@@ -100,6 +105,14 @@ class LocalWatchSource(EventSource):
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                try:
+                    self._on_event(event)
+                except Exception as exc:  # watchdog's thread goes on; the event is covered by reconciliation
+                    log.exception("handling a filesystem event failed")
+                    emit(IncidentReported("gclo-watch", f"handling a filesystem event failed: "
+                                                        f"{type(exc).__name__}: {exc}"))
+
+            def _on_event(self, event: FileSystemEvent) -> None:
                 if isinstance(event, DirCreatedEvent):
                     source._scan_later(emit, event.src_path)
                 elif isinstance(event, DirMovedEvent):

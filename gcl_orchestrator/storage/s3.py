@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import http.client
 import re
 import threading
 import time
@@ -31,9 +32,10 @@ from ..errors import (
     PermanentStorageError,
     StorageError,
     TransientStorageError,
+    UnreadableObject,
 )
 from ..interfaces import ObjectInfo, ObjectStore, StoredObject
-from ..model import check_key, normalize_metadata
+from ..model import check_key, header_value, normalize_metadata
 
 T = TypeVar("T")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -43,6 +45,31 @@ _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
 _TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
               "ServiceUnavailable", "InternalError", "ConditionalRequestConflict", "OperationAborted",
               "RequestLimitExceeded", "BandwidthLimitExceeded", "503", "500"}
+
+
+def _metadata(response: Mapping[str, Any]) -> dict[str, str]:
+    """User metadata of a HEAD or GET, names lower-cased, values decoded as every path decodes metadata."""
+    return {k.lower(): header_value(v) for k, v in (response.get("Metadata") or {}).items()}
+
+
+def _header_too_large(exc: BaseException) -> bool:
+    """Whether the server answered with a header line longer than http.client accepts (LineTooLong), which
+    botocore reports as a closed connection: asking again gives the same answer."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, http.client.LineTooLong):
+            return True
+        if isinstance(item, BaseException):
+            todo.extend([item.__cause__, item.__context__, *item.args])
+            kwargs = getattr(item, "kwargs", None)
+            if isinstance(kwargs, dict):
+                todo.append(kwargs.get("error"))
+    return False
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str, dict[str, str]]:
@@ -209,6 +236,10 @@ class S3ObjectStore(ObjectStore):
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return PermanentStorageError(f"no credentials for {self._where()}: set AWS_ACCESS_KEY_ID and "
                                          "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        if key is not None and _header_too_large(exc):
+            return UnreadableObject(key, "its headers are larger than Python's HTTP client reads (a header line "
+                                         "over 64 KB; S3 allows 2 KB of user metadata): replace the object with "
+                                         "smaller metadata")
         if isinstance(exc, (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError,
                             botocore.exceptions.ResponseStreamingError)):
             return TransientStorageError(f"cannot reach {self.endpoint}: {exc}")
@@ -239,7 +270,7 @@ class S3ObjectStore(ObjectStore):
         r = self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=full), key)
         return ObjectInfo(key, self._etag(r.get("ETag")), int(r.get("ContentLength", 0)),
                           r["LastModified"].timestamp() if r.get("LastModified") else time.time(),
-                          {k.lower(): v for k, v in (r.get("Metadata") or {}).items()})
+                          _metadata(r))
 
     def get(self, key: str) -> StoredObject:
         full = self._full(key)
@@ -251,7 +282,7 @@ class S3ObjectStore(ObjectStore):
         r, body = self._call(fetch, key)
         info = ObjectInfo(key, self._etag(r.get("ETag")), len(body),
                           r["LastModified"].timestamp() if r.get("LastModified") else time.time(),
-                          {k.lower(): v for k, v in (r.get("Metadata") or {}).items()})
+                          _metadata(r))
         return StoredObject(info, body)
 
     def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool) -> ObjectInfo:

@@ -158,10 +158,13 @@ def test_a_handler_waiting_on_work_it_submitted_in_the_only_slot_does_not_hang(s
     proc = run(store, workers=1, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (store.root / "parent.out").read_text() == "parent saw: from the child"
-    assert "DEADLOCK (blocked-worker)" in proc.stderr and "slot lent" in proc.stderr
+    assert "wait    parent #1 for parent.child (its slot goes to that work meanwhile)" in proc.stderr
+    # the child runs on the parent's slot (it was either dispatched onto it, or moved there from the queue)
+    assert ("start   child-of-parent #1 [echo] on a lent slot" in proc.stderr
+            or "lend    child-of-parent #1 the slot of the handler waiting for it" in proc.stderr)
     doc, by_name = status(store)
     assert by_name["child-of-parent"]["state"] == "done"
-    assert doc["deadlocks"][0]["kind"] == "blocked-worker"
+    assert doc["deadlocks"] == []  # lending the slot to the awaited work is routine, not a deadlock
 
 
 def test_a_fan_out_beyond_the_limit_fails_with_a_clear_error(store, tmp_path):

@@ -48,7 +48,7 @@ def test_the_demo_pipeline_runs_on_real_data(tmp_path):
     assert "1,461 rows, 6 columns" in report and "sun 49%" in report and "outliers outside" in report
     status = json.loads(gclo("status", "--store", store, "--json").stdout)
     assert status["counts"]["done"] == len(status["computations"]) == 10
-    assert "done    report:seattle-weather -> reports/seattle-weather.md" in proc.stderr
+    assert "done    report:seattle-weather #1 -> reports/seattle-weather.md" in proc.stderr
 
 
 def test_put_then_run_a_fan_out_that_joins_with_each_part_run_once(tmp_path):

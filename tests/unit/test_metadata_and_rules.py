@@ -93,8 +93,9 @@ def test_globs(pattern, key, matches):
 def test_rules_render_templates_for_matching_keys():
     rules = RuleSet.parse(RULES, "rules.yaml")
     (s,) = rules.specs_for("incoming/sales.2024.csv")
-    assert (s.computation, s.inputs, s.output) == ("profile:sales", ("incoming/sales.2024.csv",),
-                                                   "profiles/incoming/sales.json")
+    # {stem} is the name without its last suffix
+    assert (s.computation, s.inputs, s.output) == ("profile:sales.2024", ("incoming/sales.2024.csv",),
+                                                   "profiles/incoming/sales.2024.json")
     assert [x.computation for x in rules.specs_for("var/app.log")] == ["scan:app.log"]
     assert rules.specs_for("other/file.txt") == ()
 
@@ -118,3 +119,25 @@ def test_bad_rules_are_refused_at_load_naming_the_rule(text, expected):
     with pytest.raises(RulesError) as info:
         RuleSet.parse(text, "my-rules.yaml")
     assert expected in str(info.value) and "my-rules.yaml" in str(info.value)
+
+
+@pytest.mark.parametrize("key, stem_id", [
+    ("incoming/plain-name_1.csv", "plain-name_1"),
+    ("incoming/my file.csv", "my_file-"),
+    ("incoming/données été.csv", "donn_es__t_-"),
+])
+def test_stem_id_is_a_valid_computation_name_for_any_key(key, stem_id):
+    rules = RuleSet.parse("""
+rules:
+  - match: "incoming/*.csv"
+    gcl: {computation: "profile:{stem_id}", handler_type: csv_profile, inputs: ["{key}"], output: "p/{stem}.json"}
+""")
+    (s,) = rules.specs_for(key)
+    assert s.computation.startswith("profile:" + stem_id)
+    assert s.output == "p/" + key.rsplit("/", 1)[1].rsplit(".", 1)[0] + ".json"
+
+
+def test_keys_that_differ_only_in_characters_names_cannot_hold_get_different_ids():
+    from gcl_orchestrator.gcl.rules import name_id
+
+    assert name_id("a b") != name_id("a_b") and name_id("a_b") == "a_b"

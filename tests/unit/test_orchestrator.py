@@ -224,7 +224,7 @@ def test_a_handler_waiting_for_work_it_submitted_does_not_hang_the_only_thread(s
     orch, result = run(store, workers=1)
     assert result.exit_code == 0
     assert store.get("parent.out").body == b"parent saw: child data"
-    assert [d.kind for d in orch.core.deadlocks] == ["blocked-worker"]
+    assert orch.core.deadlocks == ()  # the parent lent its slot to the child it waited for: routine, no deadlock
 
 
 def test_a_submitted_computation_is_written_into_the_parents_output_gcl(store):

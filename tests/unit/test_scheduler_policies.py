@@ -8,6 +8,7 @@ import random
 
 from gcl_orchestrator.core import Scheduler, SchedulerConfig
 from gcl_orchestrator.model import (
+    AttemptFailed,
     Cancel,
     ComputationFailed,
     ComputationSucceeded,
@@ -143,7 +144,9 @@ def test_a_handler_that_fails_twice_then_succeeds_is_done_with_three_attempts():
     c = core()
     retry = {"max_attempts": 3, "initial_delay_s": 2, "multiplier": 3}
     assert dispatches(submit(c, spec("flaky", retry=retry))) == [("flaky", 1)]
-    assert fail(c, "flaky", 10.0) == [] and c.record("flaky").state is State.RETRYING
+    (failed,) = fail(c, "flaky", 10.0)  # a retry is scheduled: nothing runs, nothing settles
+    assert (failed, c.record("flaky").state) == (AttemptFailed("flaky", 1, "boom", "attempt 2 in 2s", 2.0),
+                                                 State.RETRYING)
     assert c.next_wakeup() == 12.0  # initial delay
     assert c.handle([], 11.9) == []  # not before it is due
     assert dispatches(c.handle([], 12.0)) == [("flaky", 2)]
@@ -224,10 +227,9 @@ def test_a_time_out_cancels_the_attempt_and_counts_as_a_failure():
     submit(c, spec("slow", timeout_s=5, retry={"max_attempts": 2, "initial_delay_s": 1}))
     assert c.next_wakeup() == 5.0
     out = c.handle([], 5.0)
-    assert out == [Cancel("slow", 1, "timed out after 5s")]
+    assert out == [Cancel("slow", 1, "timed out after 5s"),
+                   AttemptFailed("slow", 1, "timed out after 5s", "attempt 2 in 1s", 1.0)]
     assert c.record("slow").state is State.RETRYING
-    # the cancelled attempt's late result is ignored
-    assert c.handle([ComputationSucceeded("slow", 1, "e")], 5.5) == []
     assert dispatches(c.handle([], 6.0)) == [("slow", 2)]
 
 
@@ -296,22 +298,21 @@ def test_a_handler_can_ask_to_hear_about_the_computations_it_emitted():
         ("parent_type", "child")]
 
 
-def test_a_handler_blocked_on_downstream_work_in_the_last_slot_lends_it_and_the_deadlock_is_reported():
-    from gcl_orchestrator.model import ComputationBlocked, ComputationResumed
+def test_a_handler_waiting_for_work_it_submitted_lends_its_slot_to_that_work_and_is_woken_by_the_core():
+    from gcl_orchestrator.model import ComputationBlocked, Reply, WaitOver
 
     c = core(slots=1)
-    submit(c, spec("parent"))
-    # the parent submits a child and waits for it: with one slot, the child could never run
+    submit(c, spec("parent"), spec("queued"))
+    # the parent submits a child and waits for it: with one slot, the child could never run on a slot of its own
     c.handle([SpecsSubmitted("submitted by parent", (spec("child", output="child.out"),))], 1.0)
     assert c.record("child").state is State.READY
-    out = c.handle([ComputationBlocked("parent", 1, ("child.out",))], 1.0)
-    (deadlock,) = [i for i in out if isinstance(i, Deadlock)]
-    assert deadlock.kind == "blocked-worker" and "last worker slot of pool 'general'" in deadlock.explanation
-    assert names(out) == ["child"]  # resolution: the slot is lent
-    ok(c, "child", 2.0)
-    c.handle([ComputationResumed("parent", 1)], 2.5)
-    assert names(c.handle([SpecsSubmitted("t", (spec("later"),))], 2.6)) == []  # the parent has its slot back
-    assert names(ok(c, "parent", 3.0)) == ["later"]
+    out = c.handle([ComputationBlocked("parent", 1, ("child.out",), wait_id=1)], 1.0)
+    assert [(i.spec.computation, i.lent) for i in out if isinstance(i, Dispatch)] == [("child", True)]
+    assert c.record("queued").state is State.READY  # the lent slot is only for what the parent waits for
+    out = ok(c, "child", 2.0)
+    assert [i for i in out if isinstance(i, Reply)] == [Reply("parent", 1, WaitOver(1))]
+    assert names(out) == []  # the parent has its slot back
+    assert names(ok(c, "parent", 3.0)) == ["queued"]
 
 
 def test_a_paused_core_dispatches_nothing_but_still_takes_outcomes():
