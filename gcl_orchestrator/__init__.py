@@ -8,11 +8,12 @@ The handler API is what handler modules import:
     def profile(ctx):
         ...
 """
-from .errors import GclError, PermanentHandlerError, SpecError
+from .errors import DeadlockError, GclError, PermanentHandlerError, SpecError, SubmissionRejected, WaitFailed
 from .model import Completion, ComputationSpec
-from .runtime.context import HandlerContext
+from .runtime.context import HandlerContext, SubmitHandle
 from .runtime.handlers import handler
 
 __version__ = "0.1.0"
-__all__ = ["handler", "HandlerContext", "Completion", "ComputationSpec", "GclError", "SpecError", "PermanentHandlerError",
+__all__ = ["handler", "HandlerContext", "SubmitHandle", "Completion", "ComputationSpec", "GclError", "SpecError",
+           "PermanentHandlerError", "WaitFailed", "SubmissionRejected", "DeadlockError",
            "__version__"]

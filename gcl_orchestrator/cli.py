@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -21,7 +22,8 @@ EPILOG = """examples:
   gclo validate pipeline.yaml
 
 exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate);
-2 bad arguments, handlers or rules; 3 the store cannot be used; 130 interrupted.
+2 bad arguments, handlers or rules; 3 the store cannot be used, or the executor cannot go on; 130 interrupted;
+141 the output pipe was closed (gclo status | head).
 
 environment: AWS_* as for any boto3 client; GCLO_AUDIT_LOG=FILE appends one JSON line per attempt start and
 output commit, from every worker process (who wrote which key, in which attempt)."""
@@ -84,7 +86,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="computations one handler attempt may emit (default 10,000): bounds runaway fan-outs")
     r.add_argument("--deadlock-grace", default="60", metavar="SECONDS|off",
                    help="after this long with nothing running or arriving, work waiting for inputs that nothing "
-                        "produces is failed as deadlocked (default 60)")
+                        "produces is failed as deadlocked with --until-idle, and reported as stalled (still "
+                        "waiting) without it (default 60)")
+    r.add_argument("--fsync", action="store_true",
+                   help="local store: flush every output and its metadata to disk before it counts as committed "
+                        "(survives power loss; slower)")
+    r.add_argument("--unsafe-skip-create-check", dest="skip_create_check", action="store_true",
+                   help="do not check at start that the store honours create-if-absent (If-None-Match: *); on a "
+                        "server that ignores it, outputs can be written twice")
 
     d = sub.add_parser("dev", help="start a local S3 server (SeaweedFS) and run the orchestrator on it",
                        description="Starts SeaweedFS on 127.0.0.1 with generated credentials, creates the bucket, "
@@ -143,6 +152,21 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can be answered, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`gclo status | head`): stop quietly, as tools killed by SIGPIPE do.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return commands.EXIT_CLOSED_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
     try:
@@ -154,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 endpoint_url=args.endpoint_url, sqs_queue=args.sqs_queue, filer=args.filer,
                 webhook_host=args.webhook_host, webhook_port=args.webhook_port, resources=args.resources,
                 pools=args.pools, ageing_per_s=args.ageing, deadlock_grace_s=_grace(args.deadlock_grace),
-                max_emit=args.max_emit))
+                max_emit=args.max_emit, fsync=args.fsync, check_create=not args.skip_create_check))
         if args.command == "dev":
             return commands.dev(DevSettings(
                 handlers=args.handlers, rules=args.rules, bucket=args.bucket, data_dir=args.data_dir,

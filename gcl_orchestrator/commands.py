@@ -21,7 +21,7 @@ from .views import read_status, render_graph, render_status
 from .gcl import encode_gcl, load_gcl
 from .storage import S3ObjectStore, open_store
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 0, 1, 2, 3, 130, 141
 
 
 def run(settings: RunSettings) -> int:
@@ -96,6 +96,8 @@ def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.s
         print(f"no status in {store.describe()}: no orchestrator has run on this store yet", file=sys.stderr)
         return EXIT_FAILED
     if as_json:
+        if state is not None:
+            doc = {**doc, "computations": [c for c in doc.get("computations", []) if c.get("state") == state]}
         json.dump(doc, out, indent=1)
         out.write("\n")
     else:
@@ -117,7 +119,7 @@ def setup_events(store_uri: str, queue: str, endpoint_url: str | None = None, ou
     """Create the SQS queue and the bucket notification that feeds it (safe to run again)."""
     import boto3
 
-    from .sources.s3_notifications import ensure_notifications
+    from .sources.s3_notifications import MAX_RECEIVES, ensure_notifications
 
     store = base_store(open_store(store_uri, endpoint_url=endpoint_url))
     if not isinstance(store, S3ObjectStore):
@@ -130,6 +132,8 @@ def setup_events(store_uri: str, queue: str, endpoint_url: str | None = None, ou
         raise StorageError(f"setting up notifications for bucket {store.bucket!r} failed: {exc}") from None
     print(f"bucket {store.bucket!r} now sends object-created events"
           f"{' under ' + repr(store.prefix) if store.prefix else ''} to {result['queue_url']}", file=out)
+    print(f"messages received {MAX_RECEIVES} times without being handled go to {result['dead_letter_url']}",
+          file=out)
     print(f"run with: gclo run --store {store_uri} --sqs-queue {queue} --handlers ...", file=out)
     return EXIT_OK
 

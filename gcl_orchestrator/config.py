@@ -27,6 +27,7 @@ from .sources import (
 from .sources.inotify import InotifySource
 from .sources.inotify import available as inotify_available
 from .gcl import RuleSet
+from .gcl.loader import MAX_EMIT_LIMIT
 from .storage import LocalDirectoryStore, MemoryObjectStore, RetryingStore, S3ObjectStore, open_store
 
 EVENT_CHOICES = ("auto", "watch", "poll", "memory", "sqs", "seaweedfs", "minio", "minio-webhook")
@@ -58,6 +59,8 @@ class RunSettings:
     ageing_per_s: float = 1.0
     deadlock_grace_s: float | None = 60.0
     max_emit: int | None = None  # computations one attempt may emit (default 10,000)
+    fsync: bool = False  # local store: every commit durable before it counts
+    check_create: bool = True  # probe create-if-absent at start
     options: RunOptions = field(default_factory=RunOptions)
 
 
@@ -242,14 +245,14 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
     if settings.quiet_s < 0 or settings.poll_interval_s <= 0:
         raise ConfigError("--quiet-period must be >= 0 and --poll-interval > 0")
     if settings.max_emit is not None:
-        if settings.max_emit < 1:
-            raise ConfigError(f"--max-emit must be at least 1, not {settings.max_emit}")
+        if not 1 <= settings.max_emit <= MAX_EMIT_LIMIT:
+            raise ConfigError(f"--max-emit must be between 1 and {MAX_EMIT_LIMIT:,}, not {settings.max_emit}")
         os.environ["GCLO_MAX_EMIT"] = str(settings.max_emit)  # workers get GCLO_* from the executor
     sources = handler_sources(settings.handlers)
     registry = HandlerRegistry.from_sources(sources)
     rules = load_rules(settings.rules)
     # An explicit endpoint becomes part of the store's URI, which is how worker processes reopen it.
-    store = open_store(settings.store, endpoint_url=settings.endpoint_url)
+    store = open_store(settings.store, endpoint_url=settings.endpoint_url, fsync=settings.fsync)
     workers = settings.workers or os.cpu_count() or 1
     scheduling = scheduling_config(settings, workers)
     for pool in scheduling.pools[1:]:
@@ -267,6 +270,7 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
     options = settings.options
     options.until_idle = settings.until_idle
     options.quiet_s = settings.quiet_s
+    options.check_create = settings.check_create
     make_sources = make_sources_factory(store, settings)
     return Orchestrator(store, executor, registry, make_sources=make_sources, rules=rules, options=options,
                         scheduling=scheduling)

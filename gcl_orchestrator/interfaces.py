@@ -1,16 +1,17 @@
 """Every pluggable part of gcl-orchestrator, with its contract: ObjectStore, EventSource, Executor.
 
-Implementations live in `storage/`, `sources/` and `runtime/executors.py`; each interface has a complete
+Implementations live in `storage/`, `sources/` and `executors/`; each interface has a complete
 in-memory implementation that defines the reference semantics, and one contract test suite runs against all.
 """
 from __future__ import annotations
 
 import abc
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
-from .errors import ObjectNotFound
-from .model import ComputationSpec, ObjectCreated
+from .errors import ObjectAlreadyExists, ObjectNotFound, PermanentStorageError
+from .model import RESERVED_PREFIX, ComputationSpec, ObjectCreated
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,26 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove `key`. Removing a missing key is not an error (idempotent)."""
+
+    def startup_check(self, verify_create: bool = True) -> list[str]:
+        """Run once by an orchestrator before it uses the store: exactly-once commits rest on `create`, so it
+        is checked here rather than assumed. Creates a probe object under `.gclo/probe/` twice; if the second
+        create succeeds, the store (or the server behind it) ignores create-if-absent and PermanentStorageError
+        is raised. Backends may also clean up what crashed writers left. Returns notes worth logging."""
+        if not verify_create:
+            return []
+        probe = f"{RESERVED_PREFIX}probe/create-{uuid.uuid4().hex}"
+        self.create(probe, b"1")
+        try:
+            self.create(probe, b"2")
+        except ObjectAlreadyExists:
+            return []
+        finally:
+            self.delete(probe)
+        raise PermanentStorageError(
+            f"{self.describe()} does not honour create-if-absent (a second create of {probe!r} succeeded, where "
+            "S3 answers 412 to If-None-Match: *): outputs could be written twice. Use a server that supports "
+            "conditional writes, or pass --unsafe-skip-create-check to run anyway")
 
     def close(self) -> None:
         """Release connections. The default does nothing."""

@@ -105,6 +105,7 @@ class RunOptions:
     status_interval_s: float = 1.0
     progress_interval_s: float = 5.0
     stop_grace_s: float = 5.0
+    check_create: bool = True  # probe the store's create-if-absent before running (--unsafe-skip-create-check)
 
 
 @dataclass
@@ -215,6 +216,11 @@ class Orchestrator:
         opts = self.options
         self._info["started_at"] = time.time()
         self.stats.started = time.monotonic()
+        for note in self.store.startup_check(verify_create=opts.check_create):
+            log.info("store %s: %s", self.store.describe(), note)
+        if not opts.check_create:
+            log.warning("store %s: create-if-absent was not checked (--unsafe-skip-create-check); outputs are "
+                        "written once only if the store honours it", self.store.describe())
         self.executor.start(self.queue.put)
         self.notifier.start()
         interrupted = False

@@ -1,18 +1,25 @@
 """The local-directory ObjectStore, the embedded default: an object's key is its path under the root, so
-`cp data.csv ROOT/incoming/` drops a file. Metadata lives under `ROOT/.gclo/meta/`, never beside user files.
+`cp data.csv ROOT/incoming/` drops a file. Metadata lives under `ROOT/.gclo/local/meta/`, never beside user files,
+one file per version of an object, so that writers never overwrite each other's.
+
+Writes are atomic without any lock: the body goes to a temporary file first, its metadata to a file named by the
+temporary file's version, then `put` renames the file into place and `create` hard-links it there, which fails if
+the key exists (whoever links first wins, and a tool that ignores our locks, `cp` or rsync, cannot make two
+`create`s both succeed). With `fsync`, the file and its directory are flushed to disk before a write returns.
 """
 from __future__ import annotations
 
 import errno
-import fcntl
 import itertools
 import json
 import os
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
+from urllib.parse import parse_qs
 
 from ..errors import InvalidKeyError, ObjectAlreadyExists, ObjectNotFound, PermanentStorageError, TransientStorageError
 from ..interfaces import ObjectInfo, ObjectStore, StoredObject
@@ -31,9 +38,13 @@ def file_version(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
 
 
+STALE_TEMP_S = 3600.0  # a temporary file this old is a crashed writer's, whoever wrote it
+
+
 class LocalDirectoryStore(ObjectStore):
-    def __init__(self, root: str | os.PathLike[str], create: bool = True):
+    def __init__(self, root: str | os.PathLike[str], create: bool = True, fsync: bool = False):
         self.root = Path(root).expanduser().resolve()
+        self.fsync = fsync
         if not self.root.is_dir():
             if not create:
                 raise PermanentStorageError(f"store directory {self.root} does not exist")
@@ -42,16 +53,20 @@ class LocalDirectoryStore(ObjectStore):
             except OSError as exc:
                 raise PermanentStorageError(f"cannot create store directory {self.root}: {exc.strerror}") from None
         (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
-        self._lock_path = self.root / INTERNAL_DIR / "write.lock"
         self._root_prefix = str(self.root) + os.sep
-        self._thread_lock = threading.Lock()
-        self._lock_file: tuple[int, int] | None = None  # (pid that opened it, descriptor): see _locked
         self._tmp_dir = str(self.root / TMP_DIR)
         self._names = itertools.count()
 
+    @classmethod
+    def from_uri(cls, uri: str, create: bool = True) -> "LocalDirectoryStore":
+        """`file://DIR[?fsync=1]`."""
+        path, _, query = uri[len("file://"):].partition("?")
+        options = parse_qs(query)
+        return cls(path, create=create, fsync=options.get("fsync", ["0"])[-1] in ("1", "true", "yes"))
+
     @property
     def uri(self) -> str:
-        return f"file://{self.root}"
+        return f"file://{self.root}" + ("?fsync=1" if self.fsync else "")
 
     # --- paths -------------------------------------------------------------------------------------------------
 
@@ -76,7 +91,11 @@ class LocalDirectoryStore(ObjectStore):
             cur += "/"
         return path
 
-    def _meta_path(self, key: str) -> Path:
+    def _meta_path(self, key: str, version: str) -> Path:
+        return self.root / META_DIR / f"{key}~{version}.json"
+
+    def _legacy_meta_path(self, key: str) -> Path:
+        """Where stores written by earlier releases kept an object's metadata (with its version inside)."""
         return self.root / META_DIR / (key + ".json")
 
     # --- reads -------------------------------------------------------------------------------------------------
@@ -105,13 +124,15 @@ class LocalDirectoryStore(ObjectStore):
         meta: dict[str, str] | None = None
         if with_metadata:
             meta = {}
-            try:
-                with open(self._meta_path(key), "rb") as fh:
-                    record = json.loads(fh.read())
-                if record.get("version") == version:
+            for path in (self._meta_path(key, version), self._legacy_meta_path(key)):
+                try:
+                    with open(path, "rb") as fh:
+                        record = json.loads(fh.read())
+                except (FileNotFoundError, NotADirectoryError, ValueError):
+                    continue
+                if isinstance(record, dict) and record.get("version") == version:
                     meta = dict(record.get("metadata") or {})
-            except (FileNotFoundError, NotADirectoryError, ValueError):
-                pass
+                    break
         return ObjectInfo(key, version, st.st_size, st.st_mtime, meta)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -158,29 +179,47 @@ class LocalDirectoryStore(ObjectStore):
             if not _check_parents(self.root, key):
                 path.parent.mkdir(parents=True, exist_ok=True)
             tmp: str | None = self._temp_file(body)
-            meta_tmp: str | None = None
+            meta_path: Path | None = None
             try:
                 st = os.stat(tmp)
                 version = file_version(st)
-                if meta:  # without metadata none is written: an older metadata file no longer matches the version
-                    meta_tmp = self._temp_file(json.dumps({"version": version, "metadata": meta}).encode())
-                # The object's rename is the commit point; its metadata goes first so that it is never missing.
-                # The lock makes check-and-renames one step, so racing writers never mix object and metadata.
-                with self._locked():
-                    if exclusive and path.exists():
-                        raise ObjectAlreadyExists(key, self.uri)
-                    if meta_tmp is not None:
-                        meta_path = self._meta_path(key)
-                        meta_path.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(meta_tmp, meta_path)
-                        meta_tmp = None
-                    os.replace(tmp, path)
+                if meta:  # without metadata none is written: no metadata file matches the version
+                    meta_path = self._meta_path(key, version)
+                    self._write_meta(meta_path, {"version": version, "metadata": meta})
+                old = None if exclusive else _version_or_none(path)
+                if exclusive:
+                    try:
+                        os.link(tmp, path)  # the commit point: fails if the key exists
+                    except FileExistsError:
+                        raise ObjectAlreadyExists(key, self.uri) from None
+                else:
+                    os.replace(tmp, path)  # the commit point
                     tmp = None
+                meta_path = None  # committed: it belongs to the object now
+                if self.fsync:
+                    _fsync_directory(path.parent)
+                if old is not None and old != version:
+                    _unlink(self._meta_path(key, old))  # the replaced version's metadata
             finally:
-                for leftover in (tmp, meta_tmp):
+                for leftover in (tmp, meta_path):
                     if leftover is not None:
                         _unlink(leftover)
             return ObjectInfo(key, version, st.st_size, st.st_mtime, meta)
+
+    def _write_meta(self, path: Path, record: dict) -> None:
+        data = json.dumps(record).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if self.fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if self.fsync:
+            _fsync_directory(path.parent)
 
     def _temp_file(self, body: bytes) -> str:
         # Unique by process, thread and a counter; O_EXCL still refuses to reuse a name left by a crash.
@@ -193,41 +232,47 @@ class LocalDirectoryStore(ObjectStore):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(body)
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
         except BaseException:
             _unlink(name)
             raise
         return name
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer at a time across threads (the thread lock) and processes (flock on a lock file). The lock
-        file stays open for the store's life, one open per write less; a forked child opens its own, because an
-        inherited descriptor shares its lock with the parent and would exclude nothing between them."""
-        with self._thread_lock:
-            pid = os.getpid()
-            if self._lock_file is not None and self._lock_file[0] == pid and os.fstat(self._lock_file[1]).st_nlink == 0:
-                os.close(self._lock_file[1])  # the lock file was removed (by hand): others lock a new one now
-                self._lock_file = None
-            if self._lock_file is None or self._lock_file[0] != pid:
-                self._lock_file = (pid, os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
-            fd = self._lock_file[1]
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    def startup_check(self, verify_create: bool = True) -> list[str]:
+        """Temporary files left by writers that died are removed (a file whose writing process is gone, or
+        that is older than an hour); then the base check of create-if-absent."""
+        removed = 0
+        now = time.time()
+        try:
+            entries = list(os.scandir(self._tmp_dir))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            parts = entry.name.split("-")
+            pid = int(parts[1]) if len(parts) > 2 and parts[0] == "w" and parts[1].isdigit() else None
             try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S
+            except FileNotFoundError:
+                continue
+            if old or pid is None or not _alive(pid):
+                _unlink(entry.path)
+                removed += 1
+        notes = [f"removed {removed} temporary file(s) left by writers that stopped"] if removed else []
+        return notes + super().startup_check(verify_create)
 
     def close(self) -> None:
-        with self._thread_lock:
-            if self._lock_file is not None and self._lock_file[0] == os.getpid():
-                os.close(self._lock_file[1])
-            self._lock_file = None
+        pass
 
     def delete(self, key: str) -> None:
         path = self._path(key)
         with _os_errors(key):
+            version = _version_or_none(path)
             _unlink(path)
-            _unlink(self._meta_path(key))
+            if version is not None:
+                _unlink(self._meta_path(key, version))
+            _unlink(self._legacy_meta_path(key))
 
 
 def _is_file(st: os.stat_result) -> bool:
@@ -261,6 +306,32 @@ def _check_parents(root: Path, key: str) -> bool:
                 f"cannot store key {key!r}: {'/'.join(parts[:parts.index(part) + 1])!r} is an object, and a local "
                 "directory store cannot hold both a key and keys below it")
     return False
+
+
+def _version_or_none(path: Path) -> str | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return file_version(st) if stat.S_ISREG(st.st_mode) else None
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _unlink(path: str | Path) -> None:

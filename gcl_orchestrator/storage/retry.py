@@ -70,5 +70,9 @@ class RetryingStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._call(lambda: self.inner.delete(key))
 
+    def startup_check(self, verify_create: bool = True) -> list[str]:
+        notes = self.inner.startup_check(verify_create=False)  # the backend's own clean-up, then the probe
+        return notes + super().startup_check(verify_create)
+
     def close(self) -> None:
         self.inner.close()

@@ -49,7 +49,7 @@ def test_no_temporary_file_is_left_or_visible(local):
 
 def test_internal_files_are_not_addressable(local):
     with pytest.raises(InvalidKeyError, match="local store's own files"):
-        local.get(".gclo/local/write.lock")
+        local.get(".gclo/local/tmp/anything")
 
 
 def test_a_key_below_an_existing_object_is_refused_plainly(local):
@@ -75,7 +75,7 @@ def test_symlinks_out_of_the_store_are_not_listed(local, tmp_path):
 def test_a_directory_removed_by_hand_is_made_again(local):
     local.put("analysis/a.json", b"1", {"gcl": "x"})
     shutil.rmtree(local.root / "analysis")
-    shutil.rmtree(local.root / ".gclo" / "local" / "meta" / "analysis")
+    shutil.rmtree(local.root / ".gclo" / "local" / "meta" / "analysis")  # its metadata, removed by hand too
     local.put("analysis/b.json", b"2", {"gcl": "y"})
     assert local.head("analysis/b.json").metadata == {"gcl": "y"}
 
@@ -89,11 +89,10 @@ def _create_racing(store: LocalDirectoryStore, i: int, go, results) -> None:
         results.put(("lost", i))
 
 
-def test_processes_forked_from_a_writing_store_still_create_exclusively(local):
-    # The write lock's file stays open; a forked child must lock its own, not share the parent's.
+def test_racing_processes_create_exclusively_without_any_lock(local):
     import multiprocessing
 
-    local.put("warm", b"the parent has written, so it holds an open lock file")
+    local.put("warm", b"the parent has written before forking")
     ctx = multiprocessing.get_context("fork")
     go, results = ctx.Event(), ctx.Queue()
     children = [ctx.Process(target=_create_racing, args=(local, i, go, results)) for i in range(6)]
@@ -109,8 +108,56 @@ def test_processes_forked_from_a_writing_store_still_create_exclusively(local):
     assert got.body == f"writer {winners[0]}".encode() and got.info.metadata == {"who": str(winners[0])}
 
 
-def test_writes_go_on_after_the_lock_file_is_removed_by_hand(local):
-    local.put("a", b"1")
-    (local.root / ".gclo" / "local" / "write.lock").unlink()
-    local.create("b", b"2", {"m": "v"})
-    assert local.head("b").metadata == {"m": "v"} and (local.root / ".gclo" / "local" / "write.lock").exists()
+def test_create_refuses_a_key_another_tool_wrote_meanwhile(local):
+    # A `cp` or rsync knows nothing of our writers; create still never replaces what it put there
+    (local.root / "out").mkdir()
+    (local.root / "out" / "result.json").write_text("written by cp")
+    with pytest.raises(ObjectAlreadyExists):
+        local.create("out/result.json", b"ours", {"gcl": "x"})
+    assert (local.root / "out" / "result.json").read_text() == "written by cp"
+    assert local.head("out/result.json").metadata == {}
+
+
+def test_a_losing_create_leaves_the_winners_metadata_alone(local):
+    local.create("k", b"first", {"who": "first"})
+    with pytest.raises(ObjectAlreadyExists):
+        local.create("k", b"second", {"who": "second"})
+    assert local.head("k").metadata == {"who": "first"}
+    assert os.listdir(local.root / ".gclo" / "local" / "tmp") == []
+
+
+def test_replacing_an_object_removes_the_old_versions_metadata(local):
+    local.put("k", b"v1", {"n": "1"})
+    local.put("k", b"v2", {"n": "2"})
+    metas = sorted(p.name for p in (local.root / ".gclo" / "local" / "meta").iterdir())
+    assert len(metas) == 1 and metas[0].startswith("k~") and local.head("k").metadata == {"n": "2"}
+
+
+def test_startup_removes_temporary_files_of_writers_that_died(local):
+    tmp = local.root / ".gclo" / "local" / "tmp"
+    (tmp / "w-999999999-1-0").write_bytes(b"a crashed writer's half-written output")
+    (tmp / f"w-{os.getpid()}-1-0").write_bytes(b"a live writer's file")
+    notes = local.startup_check()
+    assert notes == ["removed 1 temporary file(s) left by writers that stopped"]
+    assert os.listdir(tmp) == [f"w-{os.getpid()}-1-0"]
+
+
+def test_metadata_written_by_an_earlier_release_is_still_read(local):
+    local.put("old", b"x")
+    st = os.stat(local.root / "old")
+    from gcl_orchestrator.storage.local import file_version
+
+    legacy = local.root / ".gclo" / "local" / "meta" / "old.json"
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    legacy.write_text('{"version": "%s", "metadata": {"gcl": "kept"}}' % file_version(st))
+    assert local.head("old").metadata == {"gcl": "kept"}
+
+
+def test_fsync_round_trips_and_is_carried_by_the_uri(tmp_path):
+    from gcl_orchestrator.storage import open_store
+
+    store = open_store(str(tmp_path / "durable"), fsync=True)
+    store.create("a/b", b"safe", {"gcl": "x"})
+    assert store.uri.endswith("?fsync=1")
+    again = open_store(store.uri)
+    assert again.inner.fsync and again.head("a/b").metadata == {"gcl": "x"}

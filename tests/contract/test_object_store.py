@@ -137,3 +137,22 @@ def test_the_uri_reopens_the_same_store(store):
     store.put("shared", b"yes")
     again = open_store(store.uri)
     assert again.get("shared").body == b"yes"
+
+
+def test_the_startup_check_confirms_create_if_absent_and_leaves_nothing_behind(store):
+    assert isinstance(store.startup_check(), list)
+    assert list(store.list(".gclo/probe/")) == []
+
+
+def test_the_startup_check_refuses_a_store_that_overwrites_on_create(store):
+    from gcl_orchestrator.errors import PermanentStorageError
+
+    class Overwriting(type(store)):  # a server that ignores If-None-Match: * behaves like this
+        def create(self, key, body, metadata=None):
+            return self.put(key, body, metadata)
+
+    careless = object.__new__(Overwriting)
+    careless.__dict__.update(store.__dict__)
+    with pytest.raises(PermanentStorageError, match="does not honour create-if-absent"):
+        careless.startup_check()
+    assert careless.startup_check(verify_create=False) is not None

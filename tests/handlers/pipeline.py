@@ -162,3 +162,47 @@ def parent_waits(ctx):
                        output=f"{ctx.computation}.child")
     ctx.wait_for(child.output, timeout_s=60)
     return b"parent saw: " + ctx.read_bytes(child.output)
+
+
+@handler("chatty")
+def chatty(ctx):
+    """Writes to stdout, stderr and ctx.log, then fails on its first attempt."""
+    print(f"printed by {ctx.computation}")
+    print("a warning on stderr", file=__import__("sys").stderr)
+    ctx.log.info("logged through ctx.log, attempt %d", ctx.attempt)
+    if ctx.attempt == 1:
+        raise ValueError("the first attempt always fails")
+    return b"ok"
+
+
+@handler("fan_wide")
+def fan_wide(ctx):
+    """Emits params['n'] computations, each also needing params['gate'] (a key dropped later, or never)."""
+    n = ctx.params["n"]
+    for i in range(n):
+        ctx.emit(computation=f"wide:{i}", handler_type="echo", inputs=[ctx.output, ctx.params["gate"]],
+                 output=f"wide/{i:05d}")
+    return {"emitted": n}
+
+
+@handler("submit_failing_child")
+def submit_failing_child(ctx):
+    """Submits a child that fails and reports what result() raised."""
+    from gcl_orchestrator import WaitFailed
+
+    child = ctx.submit(computation=f"failing-child-of-{ctx.computation}", handler_type="fail",
+                       inputs=[ctx.inputs[0]], output=f"{ctx.computation}.child")
+    assert child.accepted, child.errors
+    try:
+        child.result(timeout_s=60)
+    except WaitFailed as exc:
+        return {"child": child.computation, "raised": type(exc).__name__, "message": str(exc)}
+    return {"child": child.computation, "raised": None}
+
+
+@handler("submit_rejected")
+def submit_rejected(ctx):
+    """Submits a computation whose output is already taken, and one with an invalid field."""
+    taken = ctx.submit(computation="thief", handler_type="echo", inputs=[], output=ctx.output)
+    invalid = ctx.submit(computation="bad", handler_type="echo", inputs=[], output="x", priority="soon")
+    return {"taken": [taken.status, list(taken.errors)], "invalid": [invalid.status, list(invalid.errors)]}

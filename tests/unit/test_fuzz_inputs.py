@@ -134,3 +134,98 @@ def test_status_on_any_store_text_ends_with_an_exit_code_not_a_traceback(store, 
 def test_validate_on_any_file_name_ends_with_an_exit_code(name, capsys, tmp_path):
     assert cli.main(["validate", str(tmp_path / "missing" / name)]) == 1
     capsys.readouterr()
+
+
+# --- notification parsers: payloads come from outside and may be anything --------------------------------------
+
+from gcl_orchestrator.model import ObjectCreated  # noqa: E402
+from gcl_orchestrator.sources import (  # noqa: E402
+    objects_from_records,
+    parse_filer_event,
+    parse_minio_event,
+    parse_notification,
+)
+
+record_like = st.fixed_dictionaries({}, optional={
+    "eventName": st.sampled_from(["ObjectCreated:Put", "s3:ObjectCreated:Copy", "ObjectRemoved:Delete"]) | json_values,
+    "s3": st.fixed_dictionaries({}, optional={
+        "bucket": st.fixed_dictionaries({}, optional={"name": st.just("b") | json_values}) | json_values,
+        "object": st.fixed_dictionaries({}, optional={
+            "key": st.text(max_size=30) | json_values, "eTag": json_values,
+            "userMetadata": st.dictionaries(st.text(max_size=12), json_values, max_size=3) | json_values,
+        }) | json_values,
+    }) | json_values,
+})
+
+
+def _only_object_created(events):
+    assert all(isinstance(e, ObjectCreated) and isinstance(e.key, str) and e.key for e in events)
+
+
+@FAST
+@given(st.lists(record_like | json_values, max_size=4) | json_values)
+def test_any_records_yield_object_created_events_or_nothing(records):
+    _only_object_created(objects_from_records(records, "b", "", "fuzz"))
+
+
+@FAST
+@given(json_values | st.fixed_dictionaries({"Records": st.lists(record_like, max_size=3)}))
+def test_any_notification_body_is_events_or_a_value_error(data):
+    for body in (json.dumps(data), json.dumps(data).encode()):
+        for parse in (parse_notification, parse_minio_event):
+            try:
+                _only_object_created(parse(body, "b", "", "fuzz"))
+            except ValueError:
+                pass
+
+
+@FAST
+@given(st.text(max_size=200) | st.binary(max_size=200))
+def test_any_bytes_as_a_notification_are_events_or_a_value_error(body):
+    for parse in (parse_notification, parse_minio_event):
+        try:
+            _only_object_created(parse(body, "b", "", "fuzz"))
+        except ValueError:
+            pass
+
+
+filer_like = st.fixed_dictionaries({}, optional={
+    "directory": st.just("/buckets/b/in") | json_values,
+    "tsNs": json_values,
+    "eventNotification": st.fixed_dictionaries({}, optional={
+        "newParentPath": st.just("/buckets/b/in") | json_values,
+        "newEntry": st.fixed_dictionaries({}, optional={
+            "name": st.text(max_size=20) | json_values, "isDirectory": json_values,
+            "extended": st.dictionaries(st.sampled_from(["X-Amz-Meta-gcl", "Seaweed-X-Amz-Etag", "other"]),
+                                        st.text(max_size=20) | json_values, max_size=3) | json_values,
+        }) | json_values,
+    }) | json_values,
+})
+
+
+@FAST
+@given(filer_like | json_values)
+def test_any_filer_event_is_an_object_created_or_nothing(event):
+    created = parse_filer_event(event, "b", "")
+    assert created is None or (isinstance(created, ObjectCreated) and created.key)
+
+
+def test_the_payloads_that_crashed_the_parsers_are_ignored():
+    assert objects_from_records([{"eventName": "ObjectCreated:Put", "s3": "x"}], "b", "", "t") == []
+    assert parse_notification('{"Records": [{"eventName": "ObjectCreated:Put", "s3": "x"}]}', "b", "", "t") == []
+    assert parse_filer_event({"eventNotification": "x"}, "b", "") is None
+    assert parse_filer_event({"eventNotification": {"newEntry": {"name": 5}}}, "b", "") is None
+
+
+def test_metadata_bytes_decode_the_same_on_the_head_path_and_the_filer_stream():
+    import base64
+
+    from gcl_orchestrator.model import header_value
+    from gcl_orchestrator.sources.seaweedfs import _b64
+
+    raw = "données/été.csv".encode("utf-8")
+    via_head = header_value(raw.decode("latin-1"))  # what Python's HTTP client hands botocore
+    via_filer = _b64(base64.b64encode(raw).decode())
+    assert via_head == via_filer == "données/été.csv"
+    not_utf8 = b"caf\xe9"
+    assert header_value(not_utf8.decode("latin-1")) == _b64(base64.b64encode(not_utf8).decode())
