@@ -169,10 +169,11 @@ def _seed(store, key: str, body: bytes, step: dict) -> None:
     store.put(key, body, enc.metadata)
 
 
-def _run(store_uri: str, events: str = "auto", filer: str | None = None) -> tuple[dict, float]:
+def _run(store_uri: str, events: str = "auto", filer: str | None = None, fsync: bool = False) -> tuple[dict, float]:
     t0 = time.monotonic()
     orch = build_orchestrator(RunSettings(store=store_uri, handlers=[HANDLERS], workers=2, until_idle=True,
-                                          quiet_s=0.3, events=events, filer=filer, deadlock_grace_s=None))
+                                          quiet_s=0.3, events=events, filer=filer, deadlock_grace_s=None,
+                                          fsync=fsync))
     result = orch.run()
     if result.exit_code != 0:
         raise RuntimeError(f"benchmark run failed: {result.failed or result.waiting}")
@@ -210,6 +211,15 @@ def bench_local(n_fan: int, n_chain: int, repeat: int) -> dict:
     p50 = statistics.median(r[1]["write_to_dispatch_p50_s"] for r in runs)
     p99 = statistics.median(r[1]["write_to_dispatch_p99_s"] for r in runs)
     return {"fan": fan, "p50": p50, "p99": p99}
+
+
+def bench_fsync(n_fan: int, repeat: int) -> dict:
+    """The fan-out/fan-in on the local store with --fsync: what durable commits cost (the median run)."""
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="gclo-bench-fsync-") as d:
+            runs.append(e2e_fan(d + "/fan", n_fan, fsync=True))
+    return sorted(runs, key=lambda s: s["to_last_result_from_start_s"])[len(runs) // 2]
 
 
 def bench_seaweedfs(n_fan: int) -> dict:
@@ -328,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = machine_context()
     rows += bench_core(core_sizes, core_repeat)
     local = bench_local(n_fan, n_chain, 1 if args.smoke else 3)
+    durable = bench_fsync(n_fan, 1 if args.smoke else 3)
     dask = None if args.no_dask else bench_dask(n_fan)
     sw = None if args.no_seaweedfs else bench_seaweedfs(n_sw)
 
@@ -342,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
          "target": "<= 5 ms", "ok": local["p50"] * 1e3 <= 5},
         {"figure": "local store: write-to-dispatch p99 (chain)", "value": local["p99"] * 1e3, "unit": "ms",
          "target": None, "ok": None},
+        {"figure": "local store with --fsync: steady throughput", "value": durable["steady_per_s"],
+         "unit": "computations/s", "target": None, "ok": None,
+         "detail": f"{durable['steady_per_s'] / local['fan']['steady_per_s']:.0%} of the rate without"},
     ]
     if dask:
         rows += [
@@ -370,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "smoke" if args.smoke else "full" if args.full else "quick"
     report = {"mode": mode, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": platform.python_version(),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows,
-              "raw": {"local": local, "dask": dask, "seaweedfs": sw}}
+              "raw": {"local": local, "fsync": durable, "dask": dask, "seaweedfs": sw}}
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"{mode}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=1, default=str))

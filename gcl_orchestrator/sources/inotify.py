@@ -3,13 +3,14 @@ reserved prefix.
 
 Why not watchdog here: watchdog passes every inotify event through several threads and queues, and it cannot
 leave a subtree out of a recursive watch. Each output a worker commits to a local store touches `.gclo/` (temp
-file, metadata, lock) about ten times for the one event that matters, and the orchestrator spent more CPU on
-those than on everything else together (bench: ~1.3 ms of orchestrator CPU per computation). Here `.gclo/` is
-not watched at all, and the one event left is decoded in place.
+file, metadata) several times for the one event that matters, and the orchestrator spent more CPU on those than
+on everything else together. Here `.gclo/` is not watched at all, and the one event left is decoded in place.
 
 What is reported, as with the watchdog source: a file closed after writing (IN_CLOSE_WRITE) and a file renamed
-into place (IN_MOVED_TO: a rename is atomic, so the file is complete; this is how the store's own writes
-arrive); a file created without writing (a hard link) only when its mtime is not fresh. A new directory gets its
+into place (IN_MOVED_TO: a rename is atomic, so the file is complete; this is how `put` writes arrive); a file
+created without writing (a hard link) only when its mtime is not fresh. So an output a worker commits with
+`create` (a hard link of a file it has just written) is not reported here: the worker's own report announces it,
+and should the worker die before reporting, the reconciliation listing finds it. A new directory gets its
 watches at once and is scanned when files written before them have settled. A queue overflow rescans the tree.
 """
 from __future__ import annotations
