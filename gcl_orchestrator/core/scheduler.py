@@ -429,7 +429,9 @@ class Scheduler:
 
     def _enter_ready(self, rec: ComputationRecord, now: float) -> None:
         rec.ready_at = now
-        rec.stalled = False
+        if rec.stalled:  # what it waited for has come
+            rec.stalled = False
+            rec.note = ""
         # Ageing: effective priority p + rate * (t - ready_at) orders like p - rate * ready_at at any time t,
         # so a static key ages every entry without touching it. The heap is a min-heap: the key is negated.
         key = self.config.ageing_per_s * now - rec.current.priority

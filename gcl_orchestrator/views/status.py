@@ -35,6 +35,8 @@ def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Itera
             item["pool"] = rec.pool
         if rec.missing:
             item["missing"] = sorted(rec.missing)
+        if rec.stalled:
+            item["stalled"] = True
         if rec.last_error:
             item["last_error"] = rec.last_error
         if len(rec.errors) > 1 or (rec.errors and rec.state is State.DONE):
@@ -117,7 +119,7 @@ def render_status(status: dict[str, Any], now: float | None = None, *, state_fil
             elif c.get("last_error"):
                 detail = "error: " + c["last_error"]
             elif c.get("missing"):
-                detail = "waiting for " + ", ".join(c["missing"])
+                detail = ("stalled, " if c.get("stalled") else "") + "waiting for " + ", ".join(c["missing"])
             elif c.get("note"):
                 detail = c["note"]
             else:

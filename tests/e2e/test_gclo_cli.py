@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping
 from gcl_orchestrator.storage import LocalDirectoryStore
 
 from ..conftest import wait_until
@@ -168,3 +169,18 @@ def test_validate_prints_every_problem_and_exits_by_the_result(tmp_path):
 def test_help_is_there_for_every_command(command):
     proc = gclo(*command, "--help")
     assert proc.returncode == 0 and "usage: gclo" in proc.stdout
+
+
+def test_status_into_a_closed_pipe_ends_quietly_and_json_follows_the_state_filter(tmp_path):
+    store = LocalDirectoryStore(tmp_path / "bucket")
+    encoded = encode_gcl([spec_from_mapping(
+        {"computation": f"c{i}", "handler_type": "fail" if i == 7 else "echo", "inputs": ["in.txt"],
+         "output": f"out/{i}"}) for i in range(400)])
+    encoded.write_sidecar(store)
+    store.put("in.txt", b"x", encoded.metadata)
+    gclo("run", "--store", str(store.root), "--handlers", TEST_HANDLERS, "--until-idle", "--quiet-period", "0.3")
+    piped = subprocess.run(f"{' '.join(GCLO)} status --store {store.root} | head -2", shell=True,
+                           capture_output=True, text=True, timeout=60)
+    assert len(piped.stdout.splitlines()) == 2 and piped.stderr == ""
+    failed = json.loads(gclo("status", "--store", str(store.root), "--json", "--state", "failed").stdout)
+    assert [c["computation"] for c in failed["computations"]] == ["c7"] and failed["counts"]["done"] == 399

@@ -127,3 +127,22 @@ def test_schema_ships_with_the_package_and_reserves_room_for_later_fields():
                  "resources", "alternatives", "notify"):
         assert name in props
     assert schema()["additionalProperties"] is False
+
+
+def test_a_huge_invalid_list_is_named_by_its_field_and_length_not_printed():
+    doc = {"computation": "join", "handler_type": "h", "inputs": [f"part/{i:05d}" for i in range(30_000)],
+           "output": "total"}
+    with pytest.raises(SpecError) as err:
+        load_gcl(json.dumps(doc))
+    assert str(err.value).endswith("inputs: has 30,000 items; at most 10,000 are allowed")
+    assert len(str(err.value)) < 200
+
+
+def test_a_message_with_thousands_of_problems_shows_the_first_and_says_how_many_more():
+    docs = [{"computation": f"c{i}", "handler_type": "h", "inputs": [], "output": f"o{i}", "colour": "red"}
+            for i in range(500)]
+    with pytest.raises(SpecError) as err:
+        load_gcl(json.dumps(docs))
+    assert len(err.value.problems) == 500
+    assert "... and 450 more" in str(err.value) and len(str(err.value)) < 10_000
+    assert "; and 490 more problems" in err.value.one_line()

@@ -97,7 +97,9 @@ def test_unknown_handler_type_fails_only_its_computation(store):
     ("fail", "ValueError: bad value in in.txt (at pipeline.py:"),
     ("give_up", "gave up: PermanentHandlerError: the input can never work"),
     ("bad_emit", "emitted invalid GCL: inputs[0]: has an empty, '.' or '..' path segment"),
-    ("read_other", "'not/an/input' is not an input of computation 'c'"),
+    # raised inside ctx, reported at the handler's own line
+    ("read_other", "'not/an/input' is not an input of computation 'c' (inputs: in.txt); declare it in the GCL "
+                   "inputs (at pipeline.py:"),
     ("returns_object", "the handler returned object, which is neither bytes, str nor JSON data"),
 ])
 def test_handler_errors_are_recorded_with_a_useful_message(store, handler_type, error):
@@ -149,6 +151,20 @@ def test_plain_files_start_pipelines_through_rules(store):
     _, result = run(store, rules=rules)
     assert result.exit_code == 0
     assert store.get("out/a.txt").body == b"A" and store.get("out/b.txt").body == b"B"
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_rules_never_apply_to_an_output_live_or_at_restart(store, restart):
+    # Given a rule for *.txt, and a computation whose output is a .txt key
+    rules = RuleSet.parse("rules: [{match: '**/*.txt', gcl: {computation: 'copy:{stem_id}', handler_type: echo,"
+                          " inputs: ['{key}'], output: 'copies/{name}.copy'}}]")
+    put(store, "in.dat", b"x", step("make", "echo", ["in.dat"], "made/result.txt"))
+    orch, result = run(store, rules=rules)
+    if restart:  # the same store again: one listing of everything, the one decision made at restart
+        orch, result = run(store, rules=rules)
+    # Then the rule made nothing for the output, neither live nor at the restart
+    assert result.exit_code == 0
+    assert orch.core.record("copy:result") is None and not store.exists("copies/result.txt.copy")
 
 
 def test_rules_stored_in_the_reserved_object_apply_too(store):
