@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_STORE ?= demo-store
 
-.PHONY: setup demo demo-local test test-fast bench bench-full reliability soak clean
+.PHONY: setup demo demo-local demo-ml demo-sim demo-tree test test-fast bench bench-full reliability soak clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gcl-orchestrator needs Python >= 3.11; set PYTHON=python3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,test,bench,packs]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -36,6 +36,17 @@ demo-local: $(STAMP)
 	$(BIN)/gclo status --store $(DEMO_STORE)
 	@echo
 	@cat $(DEMO_STORE)/reports/seattle-weather.md
+
+# The use-case packs, each on a local directory (handlers/packs/, README "Use-case packs"): the run's log shows the
+# graph growing, then the report; the exit code says whether the result is right.
+demo-ml: $(STAMP)
+	$(BIN)/python handlers/packs/demo.py ml --store demo-ml-store
+
+demo-sim: $(STAMP)
+	$(BIN)/python handlers/packs/demo.py sim --store demo-sim-store
+
+demo-tree: $(STAMP)
+	$(BIN)/python handlers/packs/demo.py tree --store demo-tree-store
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -59,4 +70,4 @@ soak: $(STAMP)
 	$(BIN)/python reliability/run.py --profile soak
 
 clean:
-	rm -rf $(VENV) $(DEMO_STORE) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(DEMO_STORE) demo-ml-store demo-sim-store demo-tree-store .pytest_cache *.egg-info
