@@ -19,6 +19,8 @@ EPILOG = """examples:
   gclo put data.csv incoming/data.csv --store ./bucket --gcl step.yaml
   gclo status --store s3://my-bucket
   gclo graph --store ./bucket --format dot | dot -Tsvg > graph.svg
+  gclo lineage reports/sales.md --store ./bucket     # what a result was computed from, and is it current
+  gclo rerun profile:sales --downstream --store ./bucket
   gclo validate pipeline.yaml
 
 exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate);
@@ -127,6 +129,21 @@ def _parser() -> argparse.ArgumentParser:
     add_store(g)
     g.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
 
+    li = sub.add_parser("lineage", help="print what an object was computed from, and whether each part is current",
+                        description="Follows the runs each output records (the version of every input it read) "
+                        "back from KEY. Exit code 1 if any part changed or was deleted since.")
+    li.add_argument("key", help="the object to start from")
+    add_store(li)
+
+    rr = sub.add_parser("rerun", help="ask the orchestrator running on a store to run a computation again",
+                        description="Leaves a request under .gclo/requests/ in the store: the orchestrator running "
+                        "on it (or the next one to start) runs the computation again, as a new run. Anything "
+                        "whose result comes out different runs again too; with --downstream, everything after it "
+                        "runs again regardless (after a handler change, say).")
+    rr.add_argument("target", metavar="NAME_OR_KEY", help="a computation's name, or a key (its producer runs)")
+    rr.add_argument("--downstream", action="store_true", help="also run again everything that follows from it")
+    add_store(rr)
+
     v = sub.add_parser("validate", help="check GCL files; print every problem")
     v.add_argument("files", nargs="+", metavar="FILE", help="GCL files (YAML or JSON; - for standard input)")
     return p
@@ -190,6 +207,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return commands.put(args.local_file, args.key, args.store, args.gcl, endpoint_url=args.endpoint_url)
         if args.command == "status":
             return commands.status(args.store, args.json, args.state, endpoint_url=args.endpoint_url)
+        if args.command == "lineage":
+            return commands.lineage(args.store, args.key, endpoint_url=args.endpoint_url)
+        if args.command == "rerun":
+            return commands.rerun(args.store, args.target, args.downstream, endpoint_url=args.endpoint_url)
         if args.command == "graph":
             return commands.graph(args.store, args.format, endpoint_url=args.endpoint_url)
         return commands.validate(args.files)

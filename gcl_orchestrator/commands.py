@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +18,8 @@ from .devservers import SeaweedFS
 from .errors import ConfigError, ObjectNotFound, SpecError, StorageError
 from .model import check_key
 from .runtime import tune_garbage_collection
-from .views import read_status, render_graph, render_status
+from .sources.requests import request_rerun
+from .views import lineage_lines, read_status, render_graph, render_status
 from .gcl import encode_gcl, load_gcl
 from .storage import S3ObjectStore, open_store
 
@@ -112,6 +114,32 @@ def graph(store_uri: str, fmt: str, out: TextIO = sys.stdout, endpoint_url: str 
         print(f"no status in {store.describe()}: no orchestrator has run on this store yet", file=sys.stderr)
         return EXIT_FAILED
     out.write(render_graph(doc, fmt))
+    return EXIT_OK
+
+
+def lineage(store_uri: str, key: str, out: TextIO = sys.stdout, endpoint_url: str | None = None) -> int:
+    """Print what `key` was computed from, and whether each part is current; 1 if any part is not."""
+    store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
+    try:
+        store.head(check_key(key))
+    except ObjectNotFound:
+        print(f"no object at {key!r} in {store.describe()}", file=sys.stderr)
+        return EXIT_FAILED
+    lines = lineage_lines(store, key)
+    print("\n".join(lines), file=out)
+    return EXIT_FAILED if any("CHANGED since" in line or "deleted since" in line for line in lines) else EXIT_OK
+
+
+def rerun(store_uri: str, target: str, downstream: bool, out: TextIO = sys.stdout,
+          endpoint_url: str | None = None) -> int:
+    """Ask the orchestrator running on the store to run a computation (or the producer of a key) again."""
+    store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
+    key = request_rerun(store, target, downstream, by=f"gclo rerun on {socket.gethostname()} (pid {os.getpid()})")
+    doc = read_status(store)
+    running = doc is not None and doc.get("orchestrator", {}).get("state") == "running"
+    print(f"asked for a rerun of {target!r}{' and everything downstream of it' if downstream else ''} ({key}); "
+          + ("the orchestrator running on this store picks it up within seconds" if running else
+             "no orchestrator is running on this store now: the next `gclo run` picks it up"), file=out)
     return EXIT_OK
 
 

@@ -98,6 +98,16 @@ class UnreadableObject(PermanentStorageError):
         super().__init__(f"object {key!r} cannot be read: {reason}")
 
 
+class ObjectChanged(StorageError):
+    """`replace` found another version at the key than the one expected (or none): someone wrote since. Not a
+    failure in itself: the newer version stands."""
+
+    def __init__(self, key: str, expected: str, store: str = ""):
+        self.key = key
+        self.expected = expected
+        super().__init__(f"the object at key {key!r} is no longer version {expected!r}" + (f" in {store}" if store else ""))
+
+
 class ObjectAlreadyExists(StorageError):
     """`create` found the key taken. Not a failure in itself: whoever wrote first won."""
 

@@ -10,19 +10,23 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
-from .errors import ObjectAlreadyExists, ObjectNotFound, PermanentStorageError
+from .errors import ObjectAlreadyExists, ObjectChanged, ObjectNotFound, PermanentStorageError
 from .model import RESERVED_PREFIX, ComputationSpec, ObjectCreated
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What a store knows of an object. `metadata` is None when the call did not fetch it (listings)."""
+    """What a store knows of an object. `metadata` is None when the call did not fetch it (listings). `etag` is
+    the store's name for the version of the object, what `replace` compares (on S3 the ETag, which two writes of
+    the same bytes share; on a local directory a stamp that changes with every write); `digest` identifies its
+    bytes where the store knows it (two objects with the same bytes have the same digest), else None."""
 
     key: str
     etag: str
     size: int
     modified: float  # seconds since the epoch
     metadata: Mapping[str, str] | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class ObjectStore(abc.ABC):
       that will not raises PermanentStorageError. Nothing else escapes, apart from the two ValueErrors above.
     - Methods are thread-safe and may be called from several processes on the same store at once.
     """
+
+    etag_is_digest: bool = True  # an object's etag identifies its bytes (S3's ETag), not merely its version
 
     @property
     @abc.abstractmethod
@@ -79,6 +85,16 @@ class ObjectStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def replace(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, *,
+                expected_etag: str) -> ObjectInfo:
+        """Write `key` only if it holds the version `expected_etag` now (compare-and-swap: `If-Match` on S3);
+        else raise ObjectChanged and change nothing, also when the key holds nothing.
+
+        Of several racing `replace` calls expecting the same version exactly one succeeds, so a late writer can
+        never replace a version newer than the one it read.
+        """
+
+    @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with `prefix`, in ascending key order, with `metadata=None`."""
 
@@ -94,17 +110,29 @@ class ObjectStore(abc.ABC):
         if not verify_create:
             return []
         probe = f"{RESERVED_PREFIX}probe/create-{uuid.uuid4().hex}"
-        self.create(probe, b"1")
+        first = self.create(probe, b"1")
         try:
-            self.create(probe, b"2")
-        except ObjectAlreadyExists:
-            return []
+            try:
+                self.create(probe, b"2")
+            except ObjectAlreadyExists:
+                pass
+            else:
+                raise PermanentStorageError(
+                    f"{self.describe()} does not honour create-if-absent (a second create of {probe!r} succeeded, "
+                    "where S3 answers 412 to If-None-Match: *): outputs could be written twice. Use a server that "
+                    "supports conditional writes, or pass --unsafe-skip-create-check to run anyway")
+            second = self.replace(probe, b"3", expected_etag=first.etag)
+            try:
+                self.replace(probe, b"4", expected_etag=first.etag)
+            except ObjectChanged:
+                return []
+            raise PermanentStorageError(
+                f"{self.describe()} does not honour conditional replacement (a replace of {probe!r} expecting a "
+                f"version it no longer held, {first.etag!r} instead of {second.etag!r}, succeeded, where S3 answers "
+                "412 to If-Match): a late writer could replace a newer output. Use a server that supports "
+                "conditional writes, or pass --unsafe-skip-create-check to run anyway")
         finally:
             self.delete(probe)
-        raise PermanentStorageError(
-            f"{self.describe()} does not honour create-if-absent (a second create of {probe!r} succeeded, where "
-            "S3 answers 412 to If-None-Match: *): outputs could be written twice. Use a server that supports "
-            "conditional writes, or pass --unsafe-skip-create-check to run anyway")
 
     def close(self) -> None:
         """Release connections. The default does nothing."""
@@ -122,7 +150,8 @@ Emit = Callable[[object], None]
 
 
 class EventSource(abc.ABC):
-    """An emitter of ObjectCreated events into the orchestrator's one queue.
+    """An emitter of ObjectCreated (and, where it can tell, ObjectRemoved) events into the orchestrator's one
+    queue.
 
     Contract:
     - `start(emit)` returns promptly; events are then pushed with `emit(ObjectCreated(...))` from any thread.
@@ -145,13 +174,17 @@ class EventSource(abc.ABC):
 class Task:
     """One attempt of one computation, as handed to an executor. Picklable: it crosses process boundaries.
     `lent`: it runs on a slot lent by a handler waiting for it, so it must start at once (on an idle worker, or
-    one started for it), never queued behind another task."""
+    one started for it), never queued behind another task. A task that `replaces` a version writes its output
+    only over that version, and `inputs` are what its output records it was computed from."""
 
     spec: ComputationSpec
     attempt: int
     store_uri: str
     pool: str = "general"
     lent: bool = False
+    replaces: str | None = None  # the output's version this run replaces (compare-and-swap); None: create it
+    inputs: tuple[tuple[str, str], ...] = ()  # (key, identity) the run is computed from, as dispatched
+    run_seq: int = 1  # which run of the computation: an older run never replaces a newer run's output
 
 
 class Executor(abc.ABC):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hashlib
+import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -128,6 +130,22 @@ def metadata_get(metadata: Mapping[str, str] | None, name: str) -> str | None:
     return None
 
 
+# --- versions and runs ------------------------------------------------------------------------------------------
+
+
+def identity(digest: str | None, gcl: str | None) -> str:
+    """What tells two versions of an object apart: its bytes (the digest) and the GCL it carries. The same bytes
+    and GCL written again are the same identity, so nothing runs again."""
+    return f"{(digest or '')[:32]}:{gcl or ''}"
+
+
+def run_id(spec: "ComputationSpec", inputs: Iterable[tuple[str, str]]) -> str:
+    """The identity of a run: the computation's spec and the identity of every input it is computed from. Two
+    attempts of one run share it, so a run commits once."""
+    text = spec.fingerprint() + "|" + "|".join(f"{k}={v}" for k, v in sorted(inputs))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
 # --- immutable containers --------------------------------------------------------------------------------------
 
 
@@ -192,11 +210,13 @@ class ComputationSpec:
     resources: FrozenDict | None = None
     alternatives: tuple[FrozenDict, ...] = ()
     notify: tuple[str, ...] = ()
+    version: str | None = None  # the handler's code version, as the user names it
 
     def __init__(self, computation: str, inputs: tuple[str, ...], output: str, handler_type: str,
                  priority: int = 0, params: FrozenDict = _NO_PARAMS, retry: FrozenDict | None = None,
                  timeout_s: float | None = None, resources: FrozenDict | None = None,
-                 alternatives: tuple[FrozenDict, ...] = (), notify: tuple[str, ...] = ()):
+                 alternatives: tuple[FrozenDict, ...] = (), notify: tuple[str, ...] = (),
+                 version: str | None = None):
         # Slots, not an instance dict: a quarter of the memory and faster reads, which the scheduling core feels
         # at 100k computations. Frozen all the same: the fields are set through their slot descriptors (the
         # dataclass default, object.__setattr__ per field, costs twice as much).
@@ -211,6 +231,7 @@ class ComputationSpec:
         _set_resources(self, resources)
         _set_alternatives(self, alternatives)
         _set_notify(self, notify)
+        _set_version(self, version)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form, omitting fields left at their defaults (compact metadata)."""
@@ -234,11 +255,19 @@ class ComputationSpec:
             out["alternatives"] = thaw(self.alternatives)
         if self.notify:
             out["notify"] = list(self.notify)
+        if self.version is not None:
+            out["version"] = self.version
         return out
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that makes a run of this computation: a changed spec (a new `version`, other
+        params, another handler type) is a new run."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 (_set_computation, _set_inputs, _set_output, _set_handler_type, _set_priority, _set_params, _set_retry,
- _set_timeout_s, _set_resources, _set_alternatives, _set_notify) = (
+ _set_timeout_s, _set_resources, _set_alternatives, _set_notify, _set_version) = (
     vars(ComputationSpec)[f.name].__set__ for f in dataclasses.fields(ComputationSpec))
 
 
@@ -275,6 +304,8 @@ class ComputationSucceeded(NamedTuple):
     committed_at: float = 0.0  # wall time at which the output write completed
     requests: int = 0  # store requests the attempt made (where the store counts them)
     gcl_error: str | None = None  # why the GCL of the output found already there was refused
+    output_identity: str | None = None  # the committed output's bytes and GCL (model.identity)
+    run: str | None = None  # the run the output records (model.run_id)
 
 
 class ComputationFailed(NamedTuple):
@@ -285,6 +316,15 @@ class ComputationFailed(NamedTuple):
     duration_s: float = 0.0
     requests: int = 0
     worker_lost: bool = False  # the process running it died (crash, kill, OOM): not the handler's own failure
+
+
+@dataclass(frozen=True)
+class ObjectRemoved:
+    """A source noticed that the object at `key` was deleted. `ack` as for ObjectCreated."""
+
+    key: str
+    source: str = ""
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -329,14 +369,28 @@ class ComponentFailed:
 
 
 class ObjectAvailable(NamedTuple):
-    """`key` exists in the store, at version `etag` (None: not known). `specs` came with it in GCL metadata, or
-    None when its metadata was not read because the attempt producing it is running and its report will carry
-    them; `gcl_error` says why its GCL was rejected."""
+    """`key` exists in the store, at version `etag` (the store's stamp; None: not known). `specs` came with it in
+    GCL metadata, or None when its metadata was not read because the attempt producing it is running and its
+    report will carry them; `gcl_error` says why its GCL was rejected. `identity` (model.identity: its bytes and
+    GCL) is what tells a new version from the same one written again; None when not known. `run` is the run an
+    output records having been computed by (model.run_id)."""
 
     key: str
     specs: tuple[ComputationSpec, ...] | None = ()
     gcl_error: str | None = None
     etag: str | None = None
+    identity: str | None = None
+    run: str | None = None
+
+
+@dataclass(frozen=True)
+class RerunRequested:
+    """Someone asked (`gclo rerun`) that `computation` run again, and everything downstream of it too when
+    `downstream`; `source` says who."""
+
+    computation: str
+    downstream: bool = False
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -351,8 +405,8 @@ class SpecsSubmitted:
     request: tuple[str, int, int] | None = None
 
 
-CoreEvent = (ObjectAvailable | SpecsSubmitted | ComputationSucceeded | ComputationFailed | ComputationBlocked
-             | ComputationResumed)
+CoreEvent = (ObjectAvailable | ObjectRemoved | SpecsSubmitted | RerunRequested | ComputationSucceeded
+             | ComputationFailed | ComputationBlocked | ComputationResumed)
 
 
 # --- instructions the core emits -------------------------------------------------------------------------------
@@ -367,6 +421,9 @@ class Dispatch(NamedTuple):
     attempt: int
     pool: str = "general"
     lent: bool = False
+    replaces: str | None = None  # the output's current version, which this run replaces (None: create it)
+    inputs: tuple[tuple[str, str], ...] = ()  # (key, identity) of each input as the core knows it now
+    run_seq: int = 1  # which run of the computation this is: a newer run's output is never replaced by an older
 
 
 @dataclass(frozen=True)
@@ -449,6 +506,15 @@ class Settle(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Stale:
+    """`computation` runs again, and why: an input has a new version, its output was deleted, a rerun was asked
+    for, or its spec changed."""
+
+    computation: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class AttemptFailed:
     """Attempt `attempt` of `computation` failed with `error`; `then` says what follows (a retry and its delay,
     the next alternative, or nothing: a Settle follows)."""
@@ -508,7 +574,7 @@ class Reply:
 
 
 Instruction = (Dispatch | Reject | Settle | Cancel | Notify | Deadlock | Stalled | AttemptFailed | ReadGcl
-               | Reply | Expedite)
+               | Reply | Expedite | Stale)
 
 
 class State(str, enum.Enum):
@@ -519,6 +585,7 @@ class State(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream-failed"  # an input will never come because its producer failed
+    RETIRED = "retired"  # no object declares it any more; its output, if any, is kept
 
     def __str__(self) -> str:
         return self.value

@@ -16,7 +16,7 @@ import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from ..errors import CycleError
 from ..model import (
@@ -35,10 +35,13 @@ from ..model import (
     KeyOutcome,
     Notify,
     ObjectAvailable,
+    ObjectRemoved,
     PoolSpec,
     ReadGcl,
     Reject,
     Reply,
+    Stale,
+    RerunRequested,
     RetryPolicy,
     Settle,
     SpecsSubmitted,
@@ -46,27 +49,44 @@ from ..model import (
     State,
     SubmitAnswer,
     WaitOver,
+    run_id,
     variant,
     variant_label,
 )
 
 # `State.DONE` is a descriptor call on CPython 3.11; module constants are plain lookups.
 WAITING, READY, RUNNING, RETRYING = State.WAITING, State.READY, State.RUNNING, State.RETRYING
-DONE, FAILED, UPSTREAM_FAILED = State.DONE, State.FAILED, State.UPSTREAM_FAILED
-FINAL = (DONE, FAILED, UPSTREAM_FAILED)
+DONE, FAILED, UPSTREAM_FAILED, RETIRED = State.DONE, State.FAILED, State.UPSTREAM_FAILED, State.RETIRED
+FINAL = (DONE, FAILED, UPSTREAM_FAILED, RETIRED)
 NEW = None  # the "state" of a computation before it is registered
 
 # Every state change the core makes, and nothing else. The commit is the fact: an output that appears settles
-# its producer as done from any state, failed ones included (their dependents then come back).
+# its producer as done from any state, failed ones included (their dependents then come back). A run that is done
+# goes back to waiting or ready when it is stale (an input has a new version, its output was deleted, a rerun was
+# asked for); a failed one too, when an input has a new version. A computation that no object declares any more
+# is retired, from any state.
 TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset({
     (NEW, WAITING), (NEW, READY), (NEW, DONE), (NEW, FAILED), (NEW, UPSTREAM_FAILED),
     (WAITING, READY), (WAITING, DONE), (WAITING, FAILED), (WAITING, UPSTREAM_FAILED),
-    (READY, RUNNING), (READY, DONE),
-    (RUNNING, DONE), (RUNNING, RETRYING), (RUNNING, READY), (RUNNING, FAILED),
+    (READY, RUNNING), (READY, DONE), (READY, WAITING),
+    (RUNNING, DONE), (RUNNING, RETRYING), (RUNNING, READY), (RUNNING, WAITING), (RUNNING, FAILED),
     (RETRYING, READY), (RETRYING, DONE),
-    (FAILED, DONE),
+    (DONE, WAITING), (DONE, READY),
+    (FAILED, DONE), (FAILED, WAITING), (FAILED, READY),
     (UPSTREAM_FAILED, WAITING), (UPSTREAM_FAILED, READY), (UPSTREAM_FAILED, DONE),
+    *((state, RETIRED) for state in (WAITING, READY, RUNNING, RETRYING, DONE, FAILED, UPSTREAM_FAILED)),
 })
+
+
+class Version(NamedTuple):
+    """What the core knows of an available key: the store's stamp for it (what `replace` compares), its
+    identity (model.identity: bytes and GCL; None when not known), the tick of the clock at which this identity
+    arrived, and the run that computed it, as `seq:run_id` (None: not written by a run)."""
+
+    stamp: str | None
+    identity: str | None
+    changed_at: int
+    run: str | None = None
 
 
 class InvariantError(AssertionError):
@@ -100,7 +120,8 @@ class ComputationRecord:
     __slots__ = ("spec", "current", "alternative", "source", "state", "missing", "attempts", "variant_attempts",
                  "lost_attempts", "pool", "running_attempt", "lent", "blocked_on", "wait_id", "blocked_at",
                  "awaited", "last_error", "errors", "note", "produced_by", "registered_at",
-                 "ready_at", "started_at", "finished_at", "retry_at", "subscribers", "stalled")
+                 "ready_at", "started_at", "finished_at", "retry_at", "subscribers", "stalled", "run_seq",
+                 "run_started_at", "stale", "forced", "from_deleted")
 
     def __init__(self, spec: ComputationSpec, source: str, registered_at: float, subscribers: tuple[str, ...]):
         self.spec = spec
@@ -130,6 +151,11 @@ class ComputationRecord:
         self.retry_at: float | None = None
         self.subscribers = subscribers  # handler types told when it ends (notify + ctx requests)
         self.stalled = False
+        self.run_seq = 1  # which run of this computation the current one is; a rerun is the next
+        self.run_started_at = 1  # the first attempt of the current run: reports of earlier ones are of old runs
+        self.stale = False  # an input changed while its attempt ran: it runs again once that one reports
+        self.forced = False  # a rerun was asked for, downstream included: its consumers run again after it
+        self.from_deleted: tuple[str, ...] = ()  # inputs deleted since its output was computed
 
     @property
     def name(self) -> str:
@@ -195,7 +221,13 @@ class Scheduler:
         self._waiters: dict[str, dict[ComputationRecord, None]] = {}  # missing key -> WAITING computations
         self._blocked_waiters: dict[str, dict[ComputationRecord, None]] = {}  # key -> blocked attempts
         self._blocked: dict[str, ComputationRecord] = {}  # computations whose running attempt is blocked
-        self._versions: dict[str, str | None] = {}  # available key -> the version (etag) seen
+        self._versions: dict[str, Version] = {}  # available key -> what is known of its current version
+        self._clock = 0  # ticks with every new identity of any key: staleness compares ticks
+        self._declared: dict[str, set[str]] = {}  # object key -> names of the computations its GCL declares
+        self._deleted: dict[str, Version] = {}  # deleted key -> its last version, to compare a re-upload with
+        # Outputs being computed again while their previous version is still there: what reads them waits for
+        # the new run, so that a change upstream makes each computation run once, in order.
+        self._pending: set[str] = set()
         self._failed_keys: dict[str, str] = {}  # output of a failed computation -> the computation to blame
         self._gcl_unread: set[str] = set()  # available keys whose metadata has not been read yet
         self._failing: deque[ComputationRecord] = deque()  # failed, their dependents not yet upstream-failed
@@ -241,7 +273,9 @@ class Scheduler:
         return self.config.deadlock_grace_s
 
     def _apply(self, events: list[object], now: float, out: list[Instruction]) -> None:
-        registrations: list[tuple[str, tuple[ComputationSpec, ...], str | None, tuple | None]] = []
+        # (source, specs, subscriber, request, declares): `declares` when `source` is an object whose GCL is
+        # all there is of it, so that a new version of it re-declares (replaces, retires) what it declared
+        registrations: list[tuple[str, tuple[ComputationSpec, ...], str | None, tuple | None, bool]] = []
         for ev in events:
             kind = type(ev)
             if kind is ComputationSucceeded:
@@ -251,16 +285,23 @@ class Scheduler:
             elif kind is ComputationFailed:
                 self._on_failure(ev, now, out)  # type: ignore[arg-type]
             elif kind is SpecsSubmitted:
-                registrations.append((ev.source, ev.specs, ev.subscriber, ev.request))  # type: ignore[attr-defined]
+                registrations.append((ev.source, ev.specs, ev.subscriber, ev.request, False))  # type: ignore[attr-defined]
             elif kind is ComputationBlocked:
                 self._on_blocked(ev, now, out)  # type: ignore[arg-type]
             elif kind is ComputationResumed:
                 rec = self._records.get(ev.computation)  # type: ignore[attr-defined]
                 if rec is not None and rec.running_attempt == ev.attempt and rec.blocked_on:  # type: ignore[attr-defined]
                     self._unblock(rec)
+            elif kind is ObjectRemoved:
+                self._on_removed(ev.key, now, out)  # type: ignore[attr-defined]
+            elif kind is RerunRequested:
+                self._on_rerun(ev, now, out)  # type: ignore[arg-type]
             else:
                 raise TypeError(f"the scheduler does not handle {type(ev).__name__}")
-        for source, specs, subscriber, request in registrations:
+        for source, specs, subscriber, request, declares in registrations:
+            if declares:
+                self._declare(source, specs, now, out, subscriber)
+                continue
             if request is None:
                 for spec in specs:
                     self._register(source, spec, now, out, subscriber)
@@ -279,16 +320,31 @@ class Scheduler:
 
     def _on_object(self, ev: ObjectAvailable, now: float, out: list[Instruction], registrations: list) -> None:
         key = ev.key
-        if key in self._versions:
+        known = self._versions.get(key)
+        if known is not None:
+            if ev.specs is None and self.expects_report(key):
+                return  # a new version being written by its running producer, whose report will say what it is
             if ev.specs is not None and key in self._gcl_unread:
                 self._gcl_unread.discard(key)  # the GCL that was not read when the object appeared
-            elif ev.etag is None or ev.etag == self._versions[key]:
+                self._versions[key] = known._replace(identity=ev.identity or known.identity,
+                                                     run=ev.run or known.run)
+            elif ev.identity is not None and known.identity is not None:  # what it is, not which write it was
+                if ev.identity == known.identity:
+                    self._versions[key] = known._replace(stamp=ev.etag or known.stamp)  # the same again
+                    return
+                self._new_version(key, ev.etag, ev.identity, ev.run, now, out)
+            elif ev.etag is None or ev.etag == known.stamp:
+                if known.identity is None and ev.identity is not None:  # the same version, better known now
+                    self._versions[key] = known._replace(identity=ev.identity)
                 return  # a duplicate notification: this version is known
-            if ev.etag is not None:
-                self._versions[key] = ev.etag
+            else:
+                self._new_version(key, ev.etag, ev.identity, ev.run, now, out)
         else:
-            self._versions[key] = ev.etag
+            self._versions[key] = Version(ev.etag, ev.identity, self._tick(), ev.run)
             self._make_available(key, now, out)
+            gone = self._deleted.pop(key, None)
+            if gone is not None:  # uploaded again after it was deleted
+                self._restored(key, gone.identity is not None and gone.identity == ev.identity, now, out)
             if ev.specs is None:
                 self._gcl_unread.add(key)
                 rec = self._producer.get(key)
@@ -296,41 +352,86 @@ class Scheduler:
                     out.append(ReadGcl(key))  # no report will carry it
         if ev.gcl_error:
             self._reject(key, None, ev.gcl_error, now, out)
-        if ev.specs:
-            registrations.append((key, ev.specs, None, None))
+        if ev.specs or (ev.specs is not None and key in self._declared):  # () re-declares: nothing now
+            registrations.append((key, ev.specs, None, None, True))
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def _new_version(self, key: str, stamp: str | None, identity: str | None, run: str | None, now: float,
+                     out: list[Instruction]) -> None:
+        """A known key holds other bytes or GCL now: whatever read the old version is stale."""
+        self._versions[key] = Version(stamp, identity, self._tick(), run)
+        rec = self._producer.get(key)
+        if rec is not None and rec.state is DONE and run is None:
+            rec.note = "its output was replaced from outside; what reads it runs again"
+        for consumer in list(self._consumers.get(key, ())):
+            self._input_changed(consumer, key, now, out)
+
+    def _input_changed(self, rec: ComputationRecord, key: str, now: float, out: list[Instruction]) -> None:
+        state = rec.state
+        if state is DONE or state is FAILED:
+            self._rerun(rec, f"its input {key!r} has a new version", now, out)
+        elif state is RUNNING:
+            rec.stale = True  # its attempt may have read the old version: it runs again after reporting
 
     def _on_success(self, ev: ComputationSucceeded, now: float, out: list[Instruction], registrations: list) -> None:
         rec = self._records.get(ev.computation)
-        if rec is None or not 0 < ev.attempt <= rec.attempts:
-            return  # not an attempt this core dispatched
+        if rec is None or not 0 < ev.attempt <= rec.attempts or rec.state is RETIRED:
+            return  # not an attempt this core dispatched, or of a computation no longer declared
         if rec.running_attempt == ev.attempt:
             self._end_attempt(rec)
+        elif ev.attempt < rec.run_started_at:
+            return  # a late report of an earlier run: the current run replaces whatever it wrote
         elif rec.running_attempt is not None:
-            # An earlier attempt committed (it reports late, after a time-out): the attempt running now can only
-            # find the output taken.
+            # An earlier attempt of this run committed (it reports late, after a time-out): the attempt running
+            # now can only find the output taken.
             out.append(Cancel(rec.name, rec.running_attempt, f"attempt {ev.attempt} committed the output"))
             self._end_attempt(rec)
         output = rec.spec.output
-        new_output = output not in self._versions
-        if new_output:
-            self._versions[output] = ev.output_etag
+        known = self._versions.get(output)
+        changed = known is None or not (ev.output_etag == known.stamp or (
+            ev.output_identity is not None and ev.output_identity == known.identity))
+        if known is None:
+            self._versions[output] = Version(ev.output_etag, ev.output_identity, self._tick(), ev.run)
         if rec.state is not DONE:  # from any state: the commit is the fact
             self._settle(rec, now, out, committed_by=ev.attempt)
-        if new_output:
+        if known is None:
             self._make_available(output, now, out)
-        elif ev.specs is None:
+        elif changed:
+            self._new_version(output, ev.output_etag, ev.output_identity, ev.run, now, out)
+        else:  # the run wrote what was there (early cut-off): what reads it need not run again
+            self._versions[output] = known._replace(stamp=ev.output_etag or known.stamp, run=ev.run or known.run,
+                                                    identity=known.identity or ev.output_identity)
+        if output in self._pending:
+            self._release(output, now, out)
+        if rec.forced:
+            rec.forced = False
+            for consumer in list(self._consumers.get(output, ())):
+                if consumer.forced and consumer.state is DONE:
+                    self._rerun(consumer, f"a rerun of {rec.name!r} and what follows it was asked for", now, out)
+        if rec.stale:
+            rec.stale = False
+            self._rerun(rec, "an input changed while it ran", now, out)
+        if known is not None and not changed and ev.specs is None:
             return  # it found the output already there, and that object's own notification says what follows
         self._gcl_unread.discard(output)
         if ev.gcl_error:
             self._reject(output, None, ev.gcl_error, now, out)
-        if ev.specs:
-            registrations.append((output, ev.specs, ev.subscriber, None))
+        if ev.specs or (ev.specs is not None and output in self._declared):
+            registrations.append((output, ev.specs, ev.subscriber, None, True))
 
     def _on_failure(self, ev: ComputationFailed, now: float, out: list[Instruction]) -> None:
         rec = self._records.get(ev.computation)
         if rec is None or rec.running_attempt != ev.attempt:
             return  # a late or repeated report of an attempt that no longer counts
         self._end_attempt(rec)
+        if rec.stale:  # an input changed while it ran: the new version may well not fail
+            rec.stale = False
+            self._rerun(rec, f"an input changed while attempt {ev.attempt} ran (it failed: {ev.error[:200]})",
+                        now, out)
+            return
         if rec.spec.output in self._versions:  # its output appeared while it ran: that settles it
             self._settle(rec, now, out, why=f"its output appeared while attempt {ev.attempt} ran, which then "
                                             f"failed ({ev.error[:200]}); not retried")
@@ -447,8 +548,7 @@ class Scheduler:
     def _enter_done(self, rec: ComputationRecord, now: float, out: list[Instruction], detail: str) -> None:
         rec.finished_at = now
         rec.last_error = None  # the errors of earlier attempts stay in rec.errors
-        if detail:
-            rec.note = detail
+        rec.note = detail  # what it said while on its way (a rerun's reason, an alternative) is history now
         out.append(Settle(rec.name, DONE, detail))
         self._announce(rec, out)
 
@@ -471,24 +571,50 @@ class Scheduler:
             outcome = KeyOutcome(key, rec.name, rec.state.value, error)  # type: ignore[union-attr]
             for attempt in list(blocked):
                 self._wake(attempt, out, (outcome,))
+        if key in self._pending:  # its new run failed: what reads it goes on with the version that is there
+            self._release(key, now, out)
+            return
         self._failing.append(rec)
         if len(self._failing) == 1:  # not inside the loop below already
             self._fail_downstream(now, out)
 
     # --- registration ------------------------------------------------------------------------------------------
 
+    def _declare(self, source: str, specs: tuple[ComputationSpec, ...], now: float, out: list[Instruction],
+                 subscriber: str | None) -> None:
+        """What the object at `source` declares, now: new specs join the graph, changed ones replace what the
+        previous version of the object declared, and those it no longer declares are retired (outputs kept)."""
+        names = {spec.computation for spec in specs}
+        before = self._declared.get(source, set())
+        for name in sorted(before - names):
+            rec = self._records.get(name)
+            if rec is not None and rec.source == source and rec.state is not RETIRED:
+                self._retire(rec, f"{source!r} no longer declares it", now, out)
+        for spec in specs:
+            self._register(source, spec, now, out, subscriber)
+        accepted = {spec.computation for spec in specs if (r := self._records.get(spec.computation)) is not None
+                    and r.source == source and r.spec == spec}
+        if accepted:
+            self._declared[source] = accepted
+        else:
+            self._declared.pop(source, None)
+
     def _register(self, source: str, spec: ComputationSpec, now: float, out: list[Instruction],
                   subscriber: str | None) -> str | None:
-        """Add `spec` to the graph; the reason it was refused, or None (also for the same spec again)."""
+        """Add `spec` to the graph; the reason it was refused, or None (also for the same spec again). A spec
+        that the same object declared before, differently, replaces the earlier one; one declared by another
+        object is refused."""
         name = spec.computation
         existing = self._records.get(name)
         if existing is not None:
-            if existing.spec == spec:
+            if existing.spec == spec and existing.state is not RETIRED:
                 return None  # the same spec again: a duplicate event or a re-emission
-            return self._reject(source, name, f"computation {name!r} is already declared differently "
-                                              f"(by {existing.source!r}); names must be unique", now, out)
+            if existing.source != source and existing.state is not RETIRED:
+                return self._reject(source, name, f"computation {name!r} is already declared differently "
+                                                  f"(by {existing.source!r}); names must be unique", now, out)
+            self._forget(existing, now, out)  # re-declared: the new spec takes its place
         other = self._producer.get(spec.output)
-        if other is not None:
+        if other is not None and other.state is not RETIRED:
             return self._reject(source, name, f"output {spec.output!r} is already produced by computation "
                                               f"{other.name!r}", now, out)
         if spec.output in self._consumers:  # only then can this spec close a cycle
@@ -497,13 +623,25 @@ class Scheduler:
                 return self._reject(source, name, str(CycleError(name, cycle)), now, out)
         subscribers = tuple(dict.fromkeys(spec.notify + (subscriber,))) if subscriber else spec.notify
         rec = ComputationRecord(spec, source, now, subscribers)
+        if existing is not None:  # attempt numbers never repeat for a name: reports of the old spec's are ignored
+            rec.attempts = existing.attempts
+            rec.run_started_at = existing.attempts + 1
+            rec.run_seq = existing.run_seq + 1
         self._records[name] = rec
         self._producer[spec.output] = rec
         for key in spec.inputs:
             self._consumers.setdefault(key, []).append(rec)
-        if spec.output in self._versions:
-            self._transition(rec, DONE, now, out, f"output {spec.output!r} already present; not run")
-            return None
+        version = self._versions.get(spec.output)
+        if version is not None:
+            changed = existing is not None and existing.spec != spec
+            stale = "its spec changed: it runs again" if changed else self._stale_output(rec, version)
+            if stale is None:
+                self._transition(rec, DONE, now, out, f"output {spec.output!r} already present; not run")
+                return None
+            rec.note = stale
+            out.append(Stale(name, stale))
+            if version.run is not None:
+                rec.run_seq = max(rec.run_seq, int(version.run.split(":", 1)[0]) + 1)
         upstream = self._failed_input(rec)
         if upstream is not None:
             self._transition(rec, UPSTREAM_FAILED, now, out, upstream)
@@ -514,12 +652,178 @@ class Scheduler:
             return None
         if rec.alternative:
             rec.note = f"alternative {rec.alternative} ({rec.label}): no pool can run the ones before"
-        rec.missing = {k for k in spec.inputs if k not in self._versions}
+        rec.missing = self._lacking(spec.inputs)
         self._transition(rec, WAITING if rec.missing else READY, now, out)
+        if version is not None:  # it runs again over an output that is there
+            self._hold_readers(rec, now, out)
         if self._blocked and (spec.output in self._blocked_waiters or any(
                 c.awaited and c.state is WAITING for c in self._consumers.get(spec.output, ()))):
             self._mark_awaited(rec)  # a waiting handler needs it, directly or through what it feeds
         return None
+
+    def _stale_output(self, rec: ComputationRecord, version: Version) -> str | None:
+        """Why the output that is there is not this computation's current run (None: it is, or nothing says
+        otherwise). The output records its run: the spec and the identities of the inputs it was computed from;
+        the same run computed now has the same id only if nothing changed."""
+        if version.run is None:
+            return None  # not written by a run (put there by hand, or before runs were recorded): trusted
+        identities = []
+        for key in rec.spec.inputs:
+            known = self._versions.get(key)
+            if known is None or known.identity is None:
+                return None  # cannot be checked now (an input is missing or unread): trusted
+            identities.append((key, known.identity))
+        if version.run.split(":", 1)[-1] == run_id(rec.spec, identities):
+            return None
+        return "its output was computed from other inputs or another spec: it runs again"
+
+    def _forget(self, rec: ComputationRecord, now: float, out: list[Instruction]) -> None:
+        """Take a computation out of every table, to be replaced by a new spec of the same name."""
+        if rec.state is not RETIRED:
+            self._retire(rec, "declared again, differently", now, out, announce=False)
+        for key in rec.spec.inputs:
+            readers = self._consumers.get(key)
+            if readers is not None:
+                readers.remove(rec)
+                if not readers:
+                    del self._consumers[key]
+        if self._producer.get(rec.spec.output) is rec:
+            del self._producer[rec.spec.output]
+        self._counts[RETIRED] -= 1
+        del self._records[rec.name]
+
+    def _retire(self, rec: ComputationRecord, why: str, now: float, out: list[Instruction],
+                announce: bool = True) -> None:
+        """No object declares `rec` any more: it stops (an attempt still running is cancelled); its output,
+        if any, stays in the store."""
+        if rec.running_attempt is not None:
+            out.append(Cancel(rec.name, rec.running_attempt, f"retired: {why}"))
+            self._end_attempt(rec)
+        rec.note = f"retired: {why}" + ("; its output is kept" if rec.spec.output in self._versions else "")
+        rec.finished_at = now
+        self._transition(rec, RETIRED, now, out)
+        if rec.spec.output in self._pending:
+            self._release(rec.spec.output, now, out)
+        if announce:
+            out.append(Settle(rec.name, RETIRED, rec.note))
+
+    def _rerun(self, rec: ComputationRecord, why: str, now: float, out: list[Instruction]) -> None:
+        """Run `rec` again, as a new run: its attempts budget afresh, the spec itself first. Its output stays
+        where it is until the new run replaces it."""
+        if rec.state is FAILED or rec.state is UPSTREAM_FAILED:
+            self._failed_keys.pop(rec.spec.output, None)
+        rec.run_seq += 1
+        rec.run_started_at = rec.attempts + 1
+        rec.lost_attempts = 0
+        rec.retry_at = None
+        rec.last_error = None
+        rec.finished_at = None
+        rec.from_deleted = ()
+        self._set_variant(rec, 0)
+        problem = self._choose_variant(rec)
+        if problem is not None:
+            self._transition(rec, FAILED, now, out, problem)
+            return
+        rec.note = f"runs again: {why}"
+        out.append(Stale(rec.name, why))
+        rec.missing = self._lacking(rec.spec.inputs)
+        self._transition(rec, WAITING if rec.missing else READY, now, out)
+        self._hold_readers(rec, now, out)
+
+    def _hold_readers(self, rec: ComputationRecord, now: float, out: list[Instruction]) -> None:
+        """`rec` runs again while its previous output is there: what reads that output waits for the new run
+        rather than run on the old version."""
+        output = rec.spec.output
+        if output not in self._versions or output in self._pending:
+            return
+        self._pending.add(output)
+        for reader in self._consumers.get(output, ()):
+            if reader.state is READY:
+                reader.missing = {output}
+                self._transition(reader, WAITING, now, out)
+            elif reader.state is WAITING and output not in reader.missing:
+                reader.missing.add(output)
+                self._waiters.setdefault(output, {})[reader] = None
+
+    def _lacking(self, inputs: Iterable[str]) -> set[str]:
+        """The inputs a computation must wait for: those not there, and those being computed again."""
+        versions, pending = self._versions, self._pending
+        return {k for k in inputs if k not in versions or k in pending}
+
+    def _release(self, key: str, now: float, out: list[Instruction]) -> None:
+        """`key`'s producer settled (its new run committed, came out the same, failed or was retired): what
+        waited for the new run goes on with what is there now."""
+        self._pending.discard(key)
+        waiting = self._waiters.pop(key, None)
+        for reader in waiting or ():
+            reader.missing.discard(key)
+            if not reader.missing:
+                self._transition(reader, READY, now, out)
+
+    def _on_removed(self, key: str, now: float, out: list[Instruction]) -> None:
+        """The object at `key` was deleted. A deleted output is computed again (its inputs permitting); a deleted
+        input leaves what was computed from it in place, marked as from a deleted source, and what has not run
+        yet waits for it again."""
+        version = self._versions.pop(key, None)
+        if version is None:
+            return
+        self._pending.discard(key)  # its readers wait for it anyway now: it is not there
+        self._deleted[key] = version
+        self._tick()
+        self._gcl_unread.discard(key)
+        producer = self._producer.get(key)
+        if producer is not None:
+            if producer.state is DONE:
+                self._rerun(producer, f"its output {key!r} was deleted", now, out)
+            elif producer.state is RUNNING:
+                producer.stale = True
+        for rec in list(self._consumers.get(key, ())):
+            if rec.state is DONE:
+                rec.from_deleted = tuple(dict.fromkeys(rec.from_deleted + (key,)))
+                rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}"
+            elif rec.state is READY:
+                rec.missing = {key}
+                self._transition(rec, WAITING, now, out)
+            elif rec.state is WAITING:
+                rec.missing.add(key)
+                self._waiters.setdefault(key, {})[rec] = None
+
+    def _restored(self, key: str, same: bool, now: float, out: list[Instruction]) -> None:
+        """A deleted key is back: what was computed from it is current again if it is the same version, and
+        stale if not."""
+        for rec in list(self._consumers.get(key, ())):
+            if key in rec.from_deleted:
+                rec.from_deleted = tuple(k for k in rec.from_deleted if k != key)
+                rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}" if rec.from_deleted else ""
+                if not same:
+                    self._input_changed(rec, key, now, out)
+
+    def _on_rerun(self, ev: RerunRequested, now: float, out: list[Instruction]) -> None:
+        rec = self._records.get(ev.computation)
+        if rec is None or rec.state is RETIRED:
+            self._reject(ev.source or "rerun", ev.computation, f"no computation {ev.computation!r} to run again",
+                         now, out)
+            return
+        targets = [rec]
+        if ev.downstream:  # everything that reads what it makes, and so on: each runs after what it reads
+            seen = {rec.name}
+            queue = deque([rec])
+            while queue:
+                for consumer in self._consumers.get(queue.popleft().spec.output, ()):
+                    if consumer.name not in seen and consumer.state is not RETIRED:
+                        seen.add(consumer.name)
+                        consumer.forced = True
+                        targets.append(consumer)
+                        queue.append(consumer)
+            rec.forced = True
+        why = f"a rerun was asked for ({ev.source})" if ev.source else "a rerun was asked for"
+        if rec.state is RUNNING:
+            rec.stale = True
+        elif rec.state in (DONE, FAILED, UPSTREAM_FAILED):
+            self._rerun(rec, why, now, out)
+        for consumer in targets[1:]:
+            if consumer.state is FAILED or consumer.state is UPSTREAM_FAILED:
+                self._rerun(consumer, why, now, out)
 
     def _failed_input(self, rec: ComputationRecord) -> str | None:
         """Why `rec` can never run because an input of it will not be produced, or None."""
@@ -756,7 +1060,9 @@ class Scheduler:
 
     def _timer_valid(self, timer: tuple[float, int, str, str, int]) -> bool:
         _, _, kind, name, attempt = timer
-        rec = self._records[name]
+        rec = self._records.get(name)
+        if rec is None:
+            return False  # re-declared, and the new spec was refused
         if kind == "retry":
             return rec.state is RETRYING and rec.attempts == attempt
         return rec.state is RUNNING and rec.running_attempt == attempt  # a time-out, or the commit grace
@@ -907,7 +1213,11 @@ class Scheduler:
         self._transition(rec, RUNNING, now, out)
         if spec.timeout_s is not None:
             self._timer(now + spec.timeout_s, "timeout", rec)
-        out.append(Dispatch(spec, rec.attempts, pool.spec.name, lent))
+        versions = self._versions
+        output = versions.get(rec.spec.output)
+        inputs = tuple((k, versions[k].identity or "") for k in spec.inputs)
+        out.append(Dispatch(spec, rec.attempts, pool.spec.name, lent, output.stamp if output else None, inputs,
+                            rec.run_seq))
 
     def _resolve_held_resources(self, pool: _Pool, rec: ComputationRecord, now: float,
                                 out: list[Instruction]) -> None:
@@ -965,18 +1275,27 @@ class Scheduler:
     def is_available(self, key: str) -> bool:
         return key in self._versions
 
-    def knows(self, key: str, etag: str | None) -> bool:
-        """Whether an ObjectAvailable for this version of `key` would change nothing (a duplicate notification):
-        the runtime asks before it reads an object's metadata."""
-        if key not in self._versions or key in self._gcl_unread:
+    def knows(self, key: str, etag: str | None, identity: str | None = None) -> bool:
+        """Whether an ObjectAvailable for this version of `key` would change nothing: a duplicate notification
+        (the same stamp), or the same bytes and GCL again (the same identity, when the caller knows it). The
+        runtime asks before it reads an object's metadata, and again after."""
+        known = self._versions.get(key)
+        if known is None or key in self._gcl_unread:
             return False
-        return etag is None or self._versions[key] == etag
+        if identity is not None:
+            return known.identity == identity
+        return etag is None or known.stamp == etag
 
     def expects_report(self, key: str) -> bool:
         """Whether an attempt producing `key` is running: its report will carry the GCL, so the object's
         metadata need not be read when it appears."""
         rec = self._producer.get(key)
         return rec is not None and rec.state is RUNNING
+
+    def producer_of(self, key: str) -> str | None:
+        """The name of the computation that produces `key`, if one is registered."""
+        rec = self._producer.get(key)
+        return rec.name if rec is not None else None
 
     def producer_state(self, key: str) -> State | None:
         """State of the computation that produces `key`, if one is registered."""
@@ -1022,14 +1341,17 @@ class Scheduler:
         for name, rec in self._records.items():
             check(rec.name == name and rec.state is not NEW, f"{name!r} is recorded under another name or as new")
             counts[rec.state] += 1  # type: ignore[index]
-            check(self._producer.get(rec.spec.output) is rec, f"{name!r} is not the producer of its output")
+            check(self._producer.get(rec.spec.output) is rec or rec.state is RETIRED,
+                  f"{name!r} is not the producer of its output")
+            check(0 < rec.run_started_at <= rec.attempts + 1, f"{name!r}: its run starts at an attempt not made")
             check(rec.current == variant(rec.spec, rec.alternative), f"{name!r}: current spec is not its variant")
             for key in rec.spec.inputs:
                 check(any(c is rec for c in self._consumers.get(key, ())), f"{name!r} not a consumer of {key!r}")
             if rec.state is WAITING:
                 check(bool(rec.missing), f"{name!r} waits for nothing")
                 for key in rec.missing:
-                    check(key not in self._versions, f"{name!r} waits for {key!r}, which is available")
+                    check(key not in self._versions or key in self._pending,
+                          f"{name!r} waits for {key!r}, which is available")
                     check(rec in self._waiters.get(key, ()), f"{name!r} missing from the waiters of {key!r}")
             else:
                 check(not rec.missing, f"{name!r} is {rec.state} but lacks {sorted(rec.missing)}")
@@ -1060,6 +1382,11 @@ class Scheduler:
         check(counts == self._counts, f"state counts {self._counts} do not match the records {counts}")
         check(outstanding == self._outstanding, f"{self._outstanding} attempts counted out, {outstanding} found")
         check(all(r.blocked_on for r in self._blocked.values()), "a computation in the blocked table waits for nothing")
+        for key in self._pending:
+            producer = self._producer.get(key)
+            check(key in self._versions and producer is not None and producer.state in (WAITING, READY, RUNNING,
+                                                                                       RETRYING),
+                  f"{key!r} is marked as being computed again, but its producer is not at it")
         for key, waiting in self._waiters.items():
             check(bool(waiting), f"an empty waiter set is kept for {key!r}")
             for rec in waiting:

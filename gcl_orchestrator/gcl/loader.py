@@ -249,6 +249,7 @@ def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tupl
         resources=freeze(item["resources"]) if "resources" in item else None,
         alternatives=freeze(item.get("alternatives", [])),
         notify=tuple(item.get("notify", [])),
+        version=str(item["version"]) if "version" in item else None,
     )
     return spec, []
 

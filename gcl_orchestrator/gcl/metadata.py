@@ -13,6 +13,11 @@ from ..model import META_GCL, META_GCL_REF, METADATA_LIMIT_BYTES, RESERVED_PREFI
 from .loader import MAX_EMIT_LIMIT, MAX_SIDECAR_BYTES
 
 SIDECAR_PREFIX = RESERVED_PREFIX + "gcl/"
+RUNS_PREFIX = RESERVED_PREFIX + "runs/"
+META_RUN = "gcl-run"  # the run an output was computed by (model.run_id)
+META_INPUTS = "gcl-inputs"  # what it was computed from: [[key, identity], ...], compact JSON
+META_INPUTS_REF = "gcl-inputs-ref"  # the same, in a sidecar under .gclo/runs/, when it does not fit
+INLINE_INPUTS_BYTES = 1024  # lineage kept in metadata up to this size, beside the GCL's own share of 2 KB
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,58 @@ def encode_gcl(specs: Sequence[ComputationSpec], other: Mapping[str, str] | None
         raise ValueError(f"user metadata is {metadata_size(other)} bytes before any GCL; with the GCL reference it "
                          f"exceeds the {limit}-byte limit")
     return EncodedGcl(with_ref, key, body)
+
+
+def gcl_fingerprint(metadata: Mapping[str, str] | None) -> str:
+    """A short hash of the GCL an object carries (its `gcl` or `gcl-ref` field), "" when it carries none: the
+    GCL half of an object's identity (model.identity)."""
+    fields = read_gcl_fields(metadata)
+    value = fields.text if fields.text is not None else fields.ref
+    if value is None:
+        return ""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What an output records of its run: metadata fields, and a sidecar (key, body) when the list of inputs is
+    too long for metadata."""
+
+    metadata: dict[str, str]
+    sidecar_key: str | None = None
+    sidecar_body: bytes | None = None
+
+    def write_sidecar(self, store: ObjectStore) -> None:
+        if self.sidecar_key is not None:
+            store.put(self.sidecar_key, self.sidecar_body or b"")
+
+
+def encode_lineage(run: str, inputs: Sequence[tuple[str, str]]) -> Lineage:
+    """The run id always inline (restarts compare it); the inputs inline when short, else in a sidecar named by
+    its content."""
+    text = json.dumps([list(pair) for pair in inputs], separators=(",", ":"), ensure_ascii=True)
+    if len(text) <= INLINE_INPUTS_BYTES:
+        return Lineage({META_RUN: run, META_INPUTS: text})
+    body = text.encode()
+    key = RUNS_PREFIX + hashlib.sha256(body).hexdigest() + ".json"
+    return Lineage({META_RUN: run, META_INPUTS_REF: key}, key, body)
+
+
+def read_lineage(metadata: Mapping[str, str] | None, read_sidecar=None) -> tuple[str | None, list[tuple[str, str]] | None]:
+    """(run id, inputs) an object's metadata records; inputs None when not recorded (or its sidecar is gone)."""
+    run = metadata_get(metadata, META_RUN)
+    text = metadata_get(metadata, META_INPUTS)
+    ref = metadata_get(metadata, META_INPUTS_REF)
+    if text is None and ref is not None and read_sidecar is not None and ref.startswith(RUNS_PREFIX):
+        body = read_sidecar(ref)
+        text = body.decode("utf-8", "replace") if body is not None else None
+    if text is None:
+        return run, None
+    try:
+        pairs = json.loads(text)
+        return run, [(str(k), str(v)) for k, v in pairs]
+    except (ValueError, TypeError):
+        return run, None
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from ..model import (
     SubmitAnswer,
     WaitOver,
     check_key,
+    identity,
     thaw,
 )
 from ..gcl import spec_from_mapping
+from ..gcl.metadata import gcl_fingerprint
 from ..gcl.loader import MAX_EMIT_LIMIT
 
 DEFAULT_MAX_EMIT = 10_000
@@ -141,6 +143,7 @@ class HandlerContext:
                                {"computation": spec.computation, "attempt": attempt})
         self._store = store
         self._emitted: dict[str, ComputationSpec] = {}
+        self.read_versions: dict[str, str] = {}  # key -> identity of the version read
         self._waited: set[str] = set()
         self._channel = channel
         self._ids = itertools.count(1)
@@ -163,7 +166,11 @@ class HandlerContext:
         return key
 
     def read_bytes(self, key: str | None = None) -> bytes:
-        return self._store.get(self._input_key(key)).body
+        key = self._input_key(key)
+        found = self._store.get(key)
+        # what this run was computed from, as read: its output records it
+        self.read_versions[key] = identity(found.info.digest, gcl_fingerprint(found.info.metadata))
+        return found.body
 
     def read_text(self, key: str | None = None, encoding: str = "utf-8") -> str:
         return self.read_bytes(key).decode(encoding)

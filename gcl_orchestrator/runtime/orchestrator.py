@@ -34,19 +34,26 @@ from ..model import (
     Notify,
     ObjectAvailable,
     ObjectCreated,
+    ObjectRemoved,
     PoolSpec,
     ReadGcl,
     Reject,
     Reply,
+    RerunRequested,
     RESERVED_PREFIX,
     Settle,
     SpecsSubmitted,
+    Stale,
     Stalled,
     State,
     check_key,
+    identity,
     is_reserved,
+    metadata_get,
 )
 from ..gcl import RuleSet, what_follows
+from ..gcl.metadata import META_RUN, gcl_fingerprint
+from ..sources.requests import RequestSource
 from ..views.status import build_status, write_status
 from .handlers import HandlerRegistry
 from .notifier import Notifier
@@ -106,6 +113,7 @@ class RunOptions:
     progress_interval_s: float = 5.0
     stop_grace_s: float = 5.0
     check_create: bool = True  # probe the store's create-if-absent before running (--unsafe-skip-create-check)
+    request_interval_s: float = 2.0  # how often .gclo/requests/ (gclo rerun) is looked at
 
 
 @dataclass
@@ -168,12 +176,24 @@ SourceFactory = Callable[[Mapping[str, str]], Sequence[EventSource]]
 
 class _Seen(NamedTuple):
     """An object as the runtime saw it: its metadata (None: not read, its producer's report brings the GCL),
-    its version, and why it cannot be read, if it cannot."""
+    its version (the store's stamp, and the digest of its bytes where known), and why it cannot be read, if it
+    cannot."""
 
     key: str
     metadata: Mapping[str, str] | None
     etag: str | None
     unreadable: str | None = None
+    digest: str | None = None
+
+    @property
+    def identity(self) -> str | None:
+        if self.metadata is None or self.digest is None:
+            return None
+        return identity(self.digest, gcl_fingerprint(self.metadata))
+
+    @property
+    def run(self) -> str | None:
+        return metadata_get(self.metadata, META_RUN) if self.metadata is not None else None
 
 
 class Orchestrator:
@@ -199,6 +219,9 @@ class Orchestrator:
         self._stop_requested = False
         self._failed_component: str | None = None
         self._dirty = True
+        # Where an object's etag is the digest of its bytes, an event that carries the metadata says everything;
+        # elsewhere (a local directory's stamps) a HEAD reads the digest.
+        self._etag_is_digest = store.etag_is_digest
         self.notifier = Notifier(store, registry, self.queue.put, publish_completions)
         self.stats = RunStats()
         self._committed_at: dict[str, float] = {}
@@ -228,6 +251,7 @@ class Orchestrator:
             self._load_store_rules()
             listing = self._initial_listing()
             self._sources = list(self.make_sources({k: e for k, e in listing.items() if e is not None}))
+            self._sources.append(RequestSource(self.store, opts.request_interval_s))  # gclo rerun
             for source in self._sources:
                 source.start(self.queue.put)
             self._info["events"] = [s.name for s in self._sources]
@@ -309,6 +333,12 @@ class Orchestrator:
                 batch.append(ev)
             elif kind in (ComputationResumed, SpecsSubmitted):
                 batch.append(ev)
+            elif kind is ObjectRemoved:
+                if not is_reserved(ev.key):
+                    log.info("deleted %s", ev.key)
+                    batch.append(ev)
+            elif kind is RerunRequested:
+                batch.append(self._rerun_target(ev))
             elif kind is IncidentReported:
                 self._incident(ev.key, f"{ev.where}: {ev.message}")
             elif kind is ComponentFailed:
@@ -335,25 +365,28 @@ class Orchestrator:
         except InvalidKeyError as exc:
             self._refuse_key(key, exc.reason)
             return None
-        if self.core.knows(key, ev.etag):
-            return None  # a duplicate notification
         metadata, etag = ev.metadata, ev.etag
+        if metadata is not None and self._etag_is_digest:
+            # An event that says it all (bytes and GCL): the core compares identities, so the same bytes with
+            # fixed GCL are a new version, and the same bytes and GCL again are not. No HEAD.
+            seen = _Seen(key, metadata, etag, None, etag)
+            return None if self.core.knows(key, etag, seen.identity) else seen
+        if self.core.knows(key, etag):
+            return None  # a duplicate notification
         if metadata is None and self.core.expects_report(key):
             return _Seen(key, None, etag)  # its producer runs: the worker's report carries the GCL, no HEAD
-        if metadata is None:
-            try:
-                info = self.store.head(key)
-            except ObjectNotFound:
-                return None  # deleted since it was reported
-            except UnreadableObject as exc:
-                return _Seen(key, None, etag, exc.reason)  # the object's own fault: reported against it, once
-            except GclError as exc:
-                self._incident(key, f"could not read metadata: {exc}")
-                return _TRY_AGAIN  # not remembered, so a later notification or listing tries again
-            metadata, etag = info.metadata, info.etag
-            if self.core.knows(key, etag):
-                return None
-        return _Seen(key, metadata, etag)
+        try:
+            info = self.store.head(key)
+        except ObjectNotFound:
+            return None  # deleted since it was reported
+        except UnreadableObject as exc:
+            return _Seen(key, None, etag, exc.reason)  # the object's own fault: reported against it, once
+        except GclError as exc:
+            self._incident(key, f"could not read metadata: {exc}")
+            return _TRY_AGAIN  # not remembered, so a later notification or listing tries again
+        if self.core.knows(key, info.etag):
+            return None
+        return _Seen(key, info.metadata, info.etag, None, info.digest)  # the core tells a new version by identity
 
     def _objects_available(self, objects: list[_Seen]) -> list[ObjectAvailable]:
         """What follows each object, decided as one batch: rules never apply to a key that a registered
@@ -377,7 +410,7 @@ class Orchestrator:
                 if not specs and error is None:
                     produced = key in outputs or self.core.producer_state(key) is not None
                     specs, error = self._what_follows(key, seen.metadata, produced=produced)
-                out.append(ObjectAvailable(key, specs, error, seen.etag))
+                out.append(ObjectAvailable(key, specs, error, seen.etag, seen.identity, seen.run))
         return out
 
     def _what_follows(self, key: str, metadata: Mapping[str, str] | None,
@@ -389,6 +422,16 @@ class Orchestrator:
             return self.store.get(ref).body
         except ObjectNotFound:
             return None
+
+    def _rerun_target(self, ev: RerunRequested) -> RerunRequested:
+        """`gclo rerun` names a computation or a key: a key means the computation that produces it."""
+        if self.core.record(ev.computation) is None:
+            producer = self.core.producer_of(ev.computation)
+            if producer is not None:
+                return dataclasses.replace(ev, computation=producer)
+        log.info("rerun   %s%s requested (%s)", ev.computation, " and downstream" if ev.downstream else "",
+                 ev.source or "gclo rerun")
+        return ev
 
     def _refuse_key(self, key: str, reason: str) -> None:
         """A key the S3 API allows but GCL does not (a console folder marker, `a//b`): acknowledged, reported
@@ -442,7 +485,8 @@ class Orchestrator:
                     label = f" as {rec.label}" if rec is not None and rec.alternative else ""
                     log.info("start   %s #%d [%s]%s%s", spec.computation, ins.attempt, spec.handler_type, label,
                              " on a lent slot" if ins.lent else "")
-                    tasks.append(Task(spec, ins.attempt, self.store.uri, ins.pool, ins.lent))
+                    tasks.append(Task(spec, ins.attempt, self.store.uri, ins.pool, ins.lent, ins.replaces,
+                                      ins.inputs, ins.run_seq))
                     if self.stats.first_dispatch is None:
                         self.stats.first_dispatch = time.monotonic()
                     committed = [self._committed_at[k] for k in spec.inputs if k in self._committed_at]
@@ -474,6 +518,8 @@ class Orchestrator:
                     self.notifier.notify(ins.handler_type, ins.completion)
                 elif kind is ReadGcl:
                     pending.extend(self._read_gcl(ins.key))
+                elif kind is Stale:
+                    log.info("rerun   %s: %s", ins.computation, ins.reason)
                 elif kind is Stalled:
                     log.warning("STALLED %s", ins.explanation)
                     self._incident(None, f"stalled: {ins.explanation}")

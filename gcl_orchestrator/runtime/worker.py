@@ -19,6 +19,8 @@ from ..errors import (
     GclError,
     HandlerError,
     ObjectAlreadyExists,
+    ObjectChanged,
+    ObjectNotFound,
     PermanentHandlerError,
     SpecError,
     StorageError,
@@ -26,8 +28,17 @@ from ..errors import (
     UnknownHandlerType,
 )
 from ..interfaces import ObjectStore, Task
-from ..model import ComputationBlocked, ComputationFailed, ComputationResumed, ComputationSucceeded
+from ..model import (
+    ComputationBlocked,
+    ComputationFailed,
+    ComputationResumed,
+    ComputationSucceeded,
+    identity,
+    metadata_get,
+    run_id,
+)
 from ..gcl import encode_gcl
+from ..gcl.metadata import META_RUN, encode_lineage, gcl_fingerprint
 from . import audit
 from .context import HandlerContext, ReplyBox
 from .handlers import HandlerRegistry, describe_exception
@@ -82,27 +93,66 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
     except SystemExit as exc:
         return failed(f"the handler called exit({exc.code})")
 
+    inputs = dict(task.inputs)
+    inputs.update((k, v) for k, v in ctx.read_versions.items() if k in inputs)  # as read, where it was read
+    run = f"{task.run_seq}:{run_id(spec, inputs.items())}"
     try:
-        encoded = encode_gcl(ctx.emitted)
+        lineage = encode_lineage(run, sorted(inputs.items()))
+        encoded = encode_gcl(ctx.emitted, other=lineage.metadata)
+        lineage.write_sidecar(store)
         encoded.write_sidecar(store)
-        try:
-            info = store.create(spec.output, body, encoded.metadata)
-        except ObjectAlreadyExists:
-            # Someone committed this output first (an earlier attempt or another writer): theirs stands.
-            existing = store.head(spec.output)
-            audit.record("kept", spec.computation, task.attempt, key=spec.output, etag=existing.etag)
-            return ComputationSucceeded(spec.computation, task.attempt, existing.etag, None, existing.metadata,
-                                        time.perf_counter() - started, committed_at=time.time(),
-                                        requests=requests())
+        info, kept = _commit(store, task, body, encoded.metadata, run)
     except TransientStorageError as exc:
         return failed(f"could not write output {spec.output!r}: {exc}")
     except (StorageError, ValueError) as exc:
         return failed(f"could not write output {spec.output!r}: {exc}", permanent=True)
-    audit.record("commit", spec.computation, task.attempt, key=spec.output, etag=info.etag)
+    if kept:
+        # Someone committed this output first (an earlier attempt of this run, a newer run, another writer):
+        # theirs stands, and its own GCL says what follows.
+        audit.record("kept", spec.computation, task.attempt, key=spec.output, etag=info.etag, run=run)
+        return ComputationSucceeded(spec.computation, task.attempt, info.etag, None, info.metadata,
+                                    time.perf_counter() - started, committed_at=time.time(), requests=requests(),
+                                    output_identity=identity(info.digest, gcl_fingerprint(info.metadata)),
+                                    run=metadata_get(info.metadata, META_RUN))
+    audit.record("commit", spec.computation, task.attempt, key=spec.output, etag=info.etag, run=run)
     return ComputationSucceeded(spec.computation, task.attempt, info.etag, ctx.emitted, None,
                                 time.perf_counter() - started,
                                 spec.handler_type if ctx.wants_completions else None,
-                                committed_at=time.time(), requests=requests())
+                                committed_at=time.time(), requests=requests(),
+                                output_identity=identity(info.digest, gcl_fingerprint(encoded.metadata)), run=run)
+
+
+def _commit(store: ObjectStore, task: Task, body: bytes, metadata: dict[str, str], run: str) -> tuple[Any, bool]:
+    """Write the output once for this run: create it, or replace the version the run was dispatched to
+    replace. (info, kept): kept when another write stands instead, one this run must not replace: the same run
+    committed already (a retried request, an earlier attempt), a newer run did, or someone outside did. Only an
+    older run's output is replaced, and only by compare-and-swap on the version just read."""
+    key = task.spec.output
+    expected = task.replaces
+    for _ in range(5):
+        try:
+            if expected is None:
+                return store.create(key, body, metadata), False
+            return store.replace(key, body, metadata, expected_etag=expected), False
+        except (ObjectAlreadyExists, ObjectChanged):
+            try:
+                current = store.head(key)
+            except ObjectNotFound:
+                expected = None  # deleted meanwhile: create it
+                continue
+        theirs = metadata_get(current.metadata, META_RUN)
+        if theirs == run or not _older_run(theirs, task.run_seq):
+            return current, True
+        expected = current.etag  # an older run wrote after this one was dispatched: this one is newer
+    raise TransientStorageError(f"output {key!r} kept changing while attempt {task.attempt} tried to commit it")
+
+
+def _older_run(recorded: str | None, seq: int) -> bool:
+    """Whether the output's recorded run is an earlier run of the computation than run number `seq`."""
+    if recorded is None:
+        return False  # written from outside: not ours to replace
+    number = recorded.split(":", 1)[0]
+    return number.isdigit() and int(number) < seq
 
 
 def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str,

@@ -6,7 +6,7 @@ leave a subtree out of a recursive watch. Each output a worker commits to a loca
 file, metadata) several times for the one event that matters, and the orchestrator spent more CPU on those than
 on everything else together. Here `.gclo/` is not watched at all, and the one event left is decoded in place.
 
-What is reported, as with the watchdog source: a file closed after writing (IN_CLOSE_WRITE) and a file renamed
+A file deleted or moved away is reported as removed. What is reported as created, as with the watchdog source: a file closed after writing (IN_CLOSE_WRITE) and a file renamed
 into place (IN_MOVED_TO: a rename is atomic, so the file is complete; this is how `put` writes arrive); a file
 created without writing (a hard link) only when its mtime is not fresh. So an output a worker commits with
 `create` (a hard link of a file it has just written) is not reported here: the worker's own report announces it,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import InvalidKeyError
 from ..interfaces import Emit
-from ..model import RESERVED_PREFIX, check_key
+from ..model import RESERVED_PREFIX, ObjectRemoved, check_key
 from ..supervise import start_thread
 from .watch import LocalWatchSource
 
@@ -48,7 +48,7 @@ class InotifySource(LocalWatchSource):
         self._inotify: "INotify | None" = None
         self._dirs: dict[int, str] = {}  # watch descriptor -> directory, relative to the root ("" for the root)
         self._root_prefix = str(self.root) + os.sep
-        self._mask = flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM | flags.CREATE
+        self._mask = flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM | flags.CREATE | flags.DELETE
 
     def start(self, emit: Emit) -> None:
         self._stopped = False
@@ -136,6 +136,16 @@ class InotifySource(LocalWatchSource):
                     self._report_key(emit, rel, False)
                 elif mask & flags.CREATE:
                     self._report_key(emit, rel, True)
+                elif mask & (flags.DELETE | flags.MOVED_FROM):
+                    self._report_gone(emit, rel)
+
+    def _report_gone(self, emit: Emit, rel: str) -> None:
+        try:
+            key = check_key(rel)
+        except InvalidKeyError:
+            return
+        if not os.path.lexists(self._root_prefix + rel):  # not replaced in the same breath
+            emit(ObjectRemoved(key, self.name))
 
     def _report_key(self, emit: Emit, rel: str, require_settled: bool) -> None:
         """`_report` for a path already relative to the root (no path objects on the hot path)."""

@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 
 from ..errors import GclError
 from ..interfaces import Emit, ObjectStore
-from ..model import ObjectCreated, is_reserved
+from ..model import ObjectCreated, ObjectRemoved, is_reserved
 from .looping import LoopingSource
 
 log = logging.getLogger("gclo.sources")
@@ -38,20 +38,26 @@ class PollingSource(LoopingSource):
         self._clock = clock
         self._known: dict[str, str] = dict(initial or {})
 
-    def scan(self) -> list[ObjectCreated]:
-        """One listing, diffed against the previous one (public for tests and one-shot reconciliation)."""
+    def scan(self) -> list[ObjectCreated | ObjectRemoved]:
+        """One listing, diffed against the previous one (public for tests and one-shot reconciliation): what is
+        new or changed, and what is gone."""
         now = self._clock()
         listing: dict[str, str] = {}
+        present: set[str] = set()
         for info in self.store.list(self.prefix):
             if is_reserved(info.key):
                 continue
+            present.add(info.key)
             if self.settle_s and now - info.modified < self.settle_s and info.key not in self._known:
-                continue
+                continue  # still being written, perhaps: the next round reports it
             listing[info.key] = info.etag
         changed = diff_listing(self._known, listing)
-        # Keep what the listing did not show (settling or deleted) so it is not reported again as new.
+        gone = sorted(k for k in self._known if k not in present)
+        for key in gone:
+            del self._known[key]
         self._known.update(listing)
-        return [ObjectCreated(k, listing[k], None, self.name) for k in changed]
+        return ([ObjectCreated(k, listing[k], None, self.name) for k in changed]
+                + [ObjectRemoved(k, self.name) for k in gone])
 
     def _loop(self, emit: Emit) -> None:
         while not self._stopping.is_set():

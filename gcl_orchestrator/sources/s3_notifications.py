@@ -48,7 +48,7 @@ def ensure_notifications(s3: Any, sqs: Any, bucket: str, queue: str, prefix: str
     redrive = json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(MAX_RECEIVES)})
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": queue_policy(arn, bucket), "RedrivePolicy": redrive})
     config_id = CONFIG_ID_PREFIX + arn.rsplit(":", 1)[-1]
-    ours: dict[str, Any] = {"Id": config_id, "QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}
+    ours: dict[str, Any] = {"Id": config_id, "QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
     if prefix:
         ours["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
     current = s3.get_bucket_notification_configuration(Bucket=bucket)

@@ -5,7 +5,7 @@ import json
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import unquote_plus
 
-from ..model import ObjectCreated, is_reserved
+from ..model import ObjectCreated, ObjectRemoved, is_reserved
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -27,17 +27,18 @@ def _user_metadata(obj: Mapping[str, Any]) -> dict[str, str] | None:
 
 
 def objects_from_records(records: Iterable[Any], bucket: str, prefix: str, source: str,
-                         ack: Callable[[], None] | None = None) -> list[ObjectCreated]:
-    """ObjectCreated events for the object-created records about `bucket` under `prefix` (keys made relative
-    to the prefix; URL-encoded keys decoded). Other records are ignored."""
+                         ack: Callable[[], None] | None = None) -> list[ObjectCreated | ObjectRemoved]:
+    """ObjectCreated and ObjectRemoved events for the object-created and object-removed records about `bucket`
+    under `prefix` (keys made relative to the prefix; URL-encoded keys decoded). Other records are ignored."""
     out = []
     if not isinstance(records, (list, tuple)):
         return []
     for record in records:
         if not isinstance(record, Mapping):
             continue
-        name = str(record.get("eventName", ""))
-        if not name.removeprefix("s3:").startswith("ObjectCreated:"):
+        name = str(record.get("eventName", "")).removeprefix("s3:")
+        removed = name.startswith("ObjectRemoved:")
+        if not removed and not name.startswith("ObjectCreated:"):
             continue
         s3 = _mapping(record.get("s3"))
         if _mapping(s3.get("bucket")).get("name") != bucket:
@@ -51,6 +52,9 @@ def objects_from_records(records: Iterable[Any], bucket: str, prefix: str, sourc
             continue
         key = key[len(prefix):]
         if not key or is_reserved(key):
+            continue
+        if removed:
+            out.append(ObjectRemoved(key, source, ack))
             continue
         etag = obj.get("eTag") or obj.get("etag")
         etag = etag.strip('"') if isinstance(etag, str) and etag else None

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..interfaces import Emit
-from ..model import ObjectCreated, header_text, is_reserved
+from ..model import ObjectCreated, ObjectRemoved, header_text, is_reserved
 from .looping import LoopingSource
 from .s3_records import load_json
 
@@ -46,19 +46,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def parse_filer_event(event: Mapping[str, Any], bucket: str, prefix: str, source: str = "seaweedfs") -> ObjectCreated | None:
-    """One filer event to an ObjectCreated, or None for deletions, directories, multipart parts, other buckets."""
-    if not isinstance(event, Mapping):
-        return None
-    note = _mapping(event.get("eventNotification"))
-    entry = note.get("newEntry")
-    if not isinstance(entry, Mapping) or entry.get("isDirectory"):
-        return None
-    parent = note.get("newParentPath") or event.get("directory") or ""
-    name = entry.get("name")
-    if not isinstance(parent, str) or not isinstance(name, str) or not name:
-        return None
-    path = parent.rstrip("/") + "/" + name
+def _key_of(path: str, bucket: str, prefix: str) -> str | None:
     root = f"/buckets/{bucket}/"
     if not path.startswith(root):
         return None
@@ -66,7 +54,33 @@ def parse_filer_event(event: Mapping[str, Any], bucket: str, prefix: str, source
     if key.startswith(".uploads/") or not key.startswith(prefix):
         return None
     key = key[len(prefix):]
-    if not key or is_reserved(key):
+    return None if not key or is_reserved(key) else key
+
+
+def parse_filer_event(event: Mapping[str, Any], bucket: str, prefix: str,
+                      source: str = "seaweedfs") -> ObjectCreated | ObjectRemoved | None:
+    """One filer event to an ObjectCreated (a new entry) or an ObjectRemoved (an entry deleted), or None for
+    directories, multipart parts, other buckets and what is not an event."""
+    if not isinstance(event, Mapping):
+        return None
+    note = _mapping(event.get("eventNotification"))
+    entry = note.get("newEntry")
+    directory = event.get("directory") or ""
+    if entry is None:
+        old = note.get("oldEntry")
+        if not isinstance(old, Mapping) or old.get("isDirectory") or not isinstance(old.get("name"), str) \
+                or not isinstance(directory, str):
+            return None
+        key = _key_of(directory.rstrip("/") + "/" + old["name"], bucket, prefix)
+        return ObjectRemoved(key, source) if key else None
+    if not isinstance(entry, Mapping) or entry.get("isDirectory"):
+        return None
+    parent = note.get("newParentPath") or directory
+    name = entry.get("name")
+    if not isinstance(parent, str) or not isinstance(name, str) or not name:
+        return None
+    key = _key_of(parent.rstrip("/") + "/" + name, bucket, prefix)
+    if key is None:
         return None
     extended = _mapping(entry.get("extended"))
     metadata: dict[str, str] = {}

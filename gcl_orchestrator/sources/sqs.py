@@ -2,6 +2,7 @@
 only after the runtime has handled every object it announced; until then SQS redelivers it."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Any
@@ -76,7 +77,7 @@ class SqsEventSource(LoopingSource):
                 continue
             ack = self._acker(receipt, len(events))
             for ev in events:
-                emit(ev.__class__(ev.key, ev.etag, ev.metadata, ev.source, ack))
+                emit(dataclasses.replace(ev, ack=ack))
         return len(messages)
 
     def _loop(self, emit: Emit) -> None:

@@ -19,6 +19,7 @@ from watchdog.events import (
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
+    FileDeletedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -27,7 +28,7 @@ from watchdog.observers import Observer
 
 from ..errors import InvalidKeyError
 from ..interfaces import Emit, EventSource
-from ..model import IncidentReported, ObjectCreated, check_key
+from ..model import IncidentReported, ObjectCreated, ObjectRemoved, check_key
 from ..storage.local import file_version
 
 FRESH_S = 1.0
@@ -66,6 +67,11 @@ class LocalWatchSource(EventSource):
         key = self._key(path)
         if key is not None:
             self._report_file(emit, key, path, require_settled)
+
+    def _report_removed(self, emit: Emit, path: str | bytes) -> None:
+        key = self._key(path)
+        if key is not None and not os.path.lexists(path):
+            emit(ObjectRemoved(key, self.name))
 
     def _report_file(self, emit: Emit, key: str, path: str | bytes, require_settled: bool) -> None:
         """Report `key` (the file at `path`) with its version, unless it is gone or, if asked, still fresh."""
@@ -122,7 +128,10 @@ class LocalWatchSource(EventSource):
                 if isinstance(event, FileClosedEvent):
                     source._report(emit, event.src_path, False)
                 elif isinstance(event, FileMovedEvent):
+                    source._report_removed(emit, event.src_path)
                     source._report(emit, event.dest_path, False)
+                elif isinstance(event, FileDeletedEvent):
+                    source._report_removed(emit, event.src_path)
                 elif isinstance(event, FileCreatedEvent):
                     source._report(emit, event.src_path, True)
 

@@ -9,7 +9,9 @@ the key exists (whoever links first wins, and a tool that ignores our locks, `cp
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
 import itertools
 import json
 import os
@@ -21,7 +23,14 @@ from pathlib import Path
 from typing import Iterator, Mapping
 from urllib.parse import parse_qs
 
-from ..errors import InvalidKeyError, ObjectAlreadyExists, ObjectNotFound, PermanentStorageError, TransientStorageError
+from ..errors import (
+    InvalidKeyError,
+    ObjectAlreadyExists,
+    ObjectChanged,
+    ObjectNotFound,
+    PermanentStorageError,
+    TransientStorageError,
+)
 from ..interfaces import ObjectInfo, ObjectStore, StoredObject
 from ..model import RESERVED_PREFIX, check_key, normalize_metadata
 
@@ -39,9 +48,13 @@ def file_version(st: os.stat_result) -> str:
 
 
 STALE_TEMP_S = 3600.0  # a temporary file this old is a crashed writer's, whoever wrote it
+STALE_LOCK_S = 30.0  # a replace lock this old is a crashed writer's
+LOCK_DIR = INTERNAL_DIR + "lock/"
 
 
 class LocalDirectoryStore(ObjectStore):
+    etag_is_digest = False  # an etag here is a stamp of the file (inode, size, time); the digest is kept apart
+
     def __init__(self, root: str | os.PathLike[str], create: bool = True, fsync: bool = False):
         self.root = Path(root).expanduser().resolve()
         self.fsync = fsync
@@ -104,7 +117,13 @@ class LocalDirectoryStore(ObjectStore):
         path = self._path(key)
         with _os_errors(key):
             st = _stat_file(path, key, self.uri)
-            return self._info(key, st, with_metadata=True)
+            info = self._info(key, st, with_metadata=True)
+            if info.digest is None:  # a file written by another tool: its digest is read once and kept
+                digest = _file_md5(path)
+                if file_version(os.stat(path)) == info.etag:
+                    self._keep_digest(key, info, digest)
+                info = dataclasses.replace(info, digest=digest)
+            return info
 
     def get(self, key: str) -> StoredObject:
         path = self._path(key)
@@ -117,11 +136,15 @@ class LocalDirectoryStore(ObjectStore):
                     body = fh.read()
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 raise ObjectNotFound(key, self.uri) from None
-            return StoredObject(self._info(key, st, with_metadata=True), body)
+            info = self._info(key, st, with_metadata=True)
+            if info.digest is None:
+                info = dataclasses.replace(info, digest=hashlib.md5(body).hexdigest())
+            return StoredObject(info, body)
 
     def _info(self, key: str, st: os.stat_result, with_metadata: bool) -> ObjectInfo:
         version = file_version(st)
         meta: dict[str, str] | None = None
+        digest = None
         if with_metadata:
             meta = {}
             for path in (self._meta_path(key, version), self._legacy_meta_path(key)):
@@ -132,8 +155,16 @@ class LocalDirectoryStore(ObjectStore):
                     continue
                 if isinstance(record, dict) and record.get("version") == version:
                     meta = dict(record.get("metadata") or {})
+                    digest = record.get("md5")
                     break
-        return ObjectInfo(key, version, st.st_size, st.st_mtime, meta)
+        return ObjectInfo(key, version, st.st_size, st.st_mtime, meta, digest)
+
+    def _keep_digest(self, key: str, info: ObjectInfo, digest: str) -> None:
+        try:
+            self._write_meta(self._meta_path(key, info.etag), {"version": info.etag, "metadata": dict(
+                info.metadata or {}), "md5": digest})
+        except OSError:
+            pass  # only a cache: the digest is read again next time
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Walks only the directories that can hold keys with `prefix`; skips our temp files."""
@@ -172,9 +203,15 @@ class LocalDirectoryStore(ObjectStore):
     def create(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         return self._write(key, body, metadata, exclusive=True)
 
-    def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool) -> ObjectInfo:
+    def replace(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, *,
+                expected_etag: str) -> ObjectInfo:
+        return self._write(key, body, metadata, exclusive=False, expected=expected_etag)
+
+    def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool,
+               expected: str | None = None) -> ObjectInfo:
         path = self._path(key)
         meta = normalize_metadata(metadata)
+        digest = hashlib.md5(body).hexdigest()
         with _os_errors(key):
             if not _check_parents(self.root, key):
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,15 +220,21 @@ class LocalDirectoryStore(ObjectStore):
             try:
                 st = os.stat(tmp)
                 version = file_version(st)
-                if meta:  # without metadata none is written: no metadata file matches the version
-                    meta_path = self._meta_path(key, version)
-                    self._write_meta(meta_path, {"version": version, "metadata": meta})
+                meta_path = self._meta_path(key, version)
+                self._write_meta(meta_path, {"version": version, "metadata": meta, "md5": digest})
                 old = None if exclusive else _version_or_none(path)
                 if exclusive:
                     try:
                         os.link(tmp, path)  # the commit point: fails if the key exists
                     except FileExistsError:
                         raise ObjectAlreadyExists(key, self.uri) from None
+                elif expected is not None:
+                    with self._key_lock(key):  # compare and swap: the check and the rename as one step
+                        old = _version_or_none(path)
+                        if old != expected:
+                            raise ObjectChanged(key, expected, self.uri)
+                        os.replace(tmp, path)  # the commit point
+                        tmp = None
                 else:
                     os.replace(tmp, path)  # the commit point
                     tmp = None
@@ -204,7 +247,44 @@ class LocalDirectoryStore(ObjectStore):
                 for leftover in (tmp, meta_path):
                     if leftover is not None:
                         _unlink(leftover)
-            return ObjectInfo(key, version, st.st_size, st.st_mtime, meta)
+            return ObjectInfo(key, version, st.st_size, st.st_mtime, meta, digest)
+
+    @contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """One replacing writer per key at a time, across processes: a lock file made with the store's own
+        create-if-absent (O_EXCL). A lock whose holder died, or that is older than STALE_LOCK_S, is broken."""
+        path = self.root / LOCK_DIR / (hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest() + ".lock")
+        deadline = time.monotonic() + STALE_LOCK_S
+        while True:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            except FileExistsError:
+                if self._stale_lock(path) or time.monotonic() > deadline:
+                    _unlink(path)
+                else:
+                    time.sleep(0.002)
+                continue
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            finally:
+                os.close(fd)
+            break
+        try:
+            yield
+        finally:
+            _unlink(path)
+
+    @staticmethod
+    def _stale_lock(path: Path) -> bool:
+        try:
+            holder = path.read_text()
+            age = time.time() - path.stat().st_mtime
+        except (FileNotFoundError, OSError):
+            return False
+        return age > STALE_LOCK_S or (holder.isdigit() and not _alive(int(holder)))
 
     def _write_meta(self, path: Path, record: dict) -> None:
         data = json.dumps(record).encode()
@@ -306,6 +386,14 @@ def _check_parents(root: Path, key: str) -> bool:
                 f"cannot store key {key!r}: {'/'.join(parts[:parts.index(part) + 1])!r} is an object, and a local "
                 "directory store cannot hold both a key and keys below it")
     return False
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _version_or_none(path: Path) -> str | None:

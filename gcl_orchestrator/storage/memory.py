@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Callable, Iterator, Mapping
 
-from ..errors import ObjectAlreadyExists, ObjectNotFound
+from ..errors import ObjectAlreadyExists, ObjectChanged, ObjectNotFound
 from ..interfaces import ObjectInfo, ObjectStore, StoredObject
 from ..model import check_key, normalize_metadata
 
@@ -25,6 +25,7 @@ class MemoryObjectStore(ObjectStore):
         self._keys: list[str] = []  # sorted, for ordered listings
         self._lock = threading.Lock()
         self._listeners: list[Callable[[ObjectInfo], None]] = []
+        self._removal_listeners: list[Callable[[str], None]] = []
 
     def subscribe(self, listener: Callable[[ObjectInfo], None]) -> None:
         """Call `listener(info)` after every write (what a push event source builds on)."""
@@ -32,6 +33,13 @@ class MemoryObjectStore(ObjectStore):
 
     def unsubscribe(self, listener: Callable[[ObjectInfo], None]) -> None:
         self._listeners = [fn for fn in self._listeners if fn is not listener]
+
+    def subscribe_removals(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(key)` after every delete of an existing key."""
+        self._removal_listeners = self._removal_listeners + [listener]
+
+    def unsubscribe_removals(self, listener: Callable[[str], None]) -> None:
+        self._removal_listeners = [fn for fn in self._removal_listeners if fn is not listener]
 
     @classmethod
     def named(cls, name: str) -> "MemoryObjectStore":
@@ -63,13 +71,22 @@ class MemoryObjectStore(ObjectStore):
     def create(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         return self._write(key, body, metadata, exclusive=True)
 
-    def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool) -> ObjectInfo:
+    def replace(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, *,
+                expected_etag: str) -> ObjectInfo:
+        return self._write(key, body, metadata, exclusive=False, expected=expected_etag)
+
+    def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool,
+               expected: str | None = None) -> ObjectInfo:
         check_key(key, allow_reserved=True)
         meta = normalize_metadata(metadata)
         body = bytes(body)
-        info = ObjectInfo(key, hashlib.md5(body).hexdigest(), len(body), time.time(), meta)
+        digest = hashlib.md5(body).hexdigest()  # as S3's ETag of a single-part upload: the same bytes, the same
+        info = ObjectInfo(key, digest, len(body), time.time(), meta, digest)
         with self._lock:
-            if key in self._objects:
+            current = self._objects.get(key)
+            if expected is not None and (current is None or current.info.etag != expected):
+                raise ObjectChanged(key, expected, self.uri)
+            if current is not None:
                 if exclusive:
                     raise ObjectAlreadyExists(key, self.uri)
             else:
@@ -93,5 +110,9 @@ class MemoryObjectStore(ObjectStore):
     def delete(self, key: str) -> None:
         check_key(key, allow_reserved=True)
         with self._lock:
-            if self._objects.pop(key, None) is not None:
+            removed = self._objects.pop(key, None)
+            if removed is not None:
                 self._keys.pop(bisect.bisect_left(self._keys, key))
+        if removed is not None:
+            for listener in self._removal_listeners:
+                listener(key)

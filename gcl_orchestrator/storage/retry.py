@@ -46,6 +46,10 @@ class RetryingStore(ObjectStore):
     def uri(self) -> str:
         return self.inner.uri
 
+    @property
+    def etag_is_digest(self) -> bool:  # type: ignore[override]
+        return self.inner.etag_is_digest
+
     def describe(self) -> str:
         return self.inner.describe()
 
@@ -63,6 +67,12 @@ class RetryingStore(ObjectStore):
 
     def create(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         return self._call(lambda: self.inner.create(key, body, metadata))
+
+    def replace(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, *,
+                expected_etag: str) -> ObjectInfo:
+        # A replace that the server applied but whose answer was lost comes back as ObjectChanged when retried:
+        # callers tell their own commit from someone else's by what the object says (its run).
+        return self._call(lambda: self.inner.replace(key, body, metadata, expected_etag=expected_etag))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return iter(self._call(lambda: list(self.inner.list(prefix))))

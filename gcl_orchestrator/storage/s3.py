@@ -28,6 +28,7 @@ from botocore.config import Config
 from ..errors import (
     ConfigError,
     ObjectAlreadyExists,
+    ObjectChanged,
     ObjectNotFound,
     PermanentStorageError,
     StorageError,
@@ -136,16 +137,17 @@ class _DirectPut:
         self._pool = urllib3.PoolManager(maxsize=32, retries=False,
                                          timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s))
 
-    def put(self, full_key: str, body: bytes, metadata: Mapping[str, str], exclusive: bool) -> tuple[int, str]:
-        """Send the PUT; (HTTP status, ETag). Raises urllib3.exceptions.HTTPError when the server is not reached
-        or does not answer."""
+    def put(self, full_key: str, body: bytes, metadata: Mapping[str, str],
+            condition: tuple[str, str] | None) -> tuple[int, str]:
+        """Send the PUT, with `condition` as a header (If-None-Match or If-Match) if given; (HTTP status, ETag).
+        Raises urllib3.exceptions.HTTPError when the server is not reached or does not answer."""
         url = self._base + quote(full_key, safe="/~")
         crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
         headers = {"Content-Length": str(len(body)), "x-amz-checksum-crc32": crc}
         for name, value in metadata.items():
             headers["x-amz-meta-" + name] = value
-        if exclusive:
-            headers["If-None-Match"] = "*"
+        if condition is not None:
+            headers[condition[0]] = condition[1]
         request = AWSRequest("PUT", url, data=body, headers=headers)
         # Signed with the credentials of this moment, as the client does (they may be refreshed).
         S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
@@ -267,9 +269,10 @@ class S3ObjectStore(ObjectStore):
     def head(self, key: str) -> ObjectInfo:
         full = self._full(key)
         r = self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=full), key)
-        return ObjectInfo(key, self._etag(r.get("ETag")), int(r.get("ContentLength", 0)),
+        etag = self._etag(r.get("ETag"))
+        return ObjectInfo(key, etag, int(r.get("ContentLength", 0)),
                           r["LastModified"].timestamp() if r.get("LastModified") else time.time(),
-                          _metadata(r))
+                          _metadata(r), etag)
 
     def get(self, key: str) -> StoredObject:
         full = self._full(key)
@@ -279,18 +282,27 @@ class S3ObjectStore(ObjectStore):
             return r, r["Body"].read()
 
         r, body = self._call(fetch, key)
-        info = ObjectInfo(key, self._etag(r.get("ETag")), len(body),
-                          r["LastModified"].timestamp() if r.get("LastModified") else time.time(),
-                          _metadata(r))
+        etag = self._etag(r.get("ETag"))
+        info = ObjectInfo(key, etag, len(body), r["LastModified"].timestamp() if r.get("LastModified") else time.time(),
+                          _metadata(r), etag)
         return StoredObject(info, body)
 
-    def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool) -> ObjectInfo:
+    def _write(self, key: str, body: bytes, metadata: Mapping[str, str] | None, exclusive: bool = False,
+               expected: str | None = None) -> ObjectInfo:
+        """PUT, unconditional, create-if-absent (`exclusive`: If-None-Match: *) or compare-and-swap (`expected`:
+        If-Match). A refused condition is ObjectAlreadyExists or ObjectChanged; the ETag is the new version."""
         full = self._full(key)
         meta = normalize_metadata(metadata)
         body = bytes(body)
+        condition = ("If-None-Match", "*") if exclusive else ("If-Match", f'"{expected}"') if expected else None
+
+        def refused() -> Exception:
+            return ObjectAlreadyExists(key, self.describe()) if exclusive else ObjectChanged(
+                key, str(expected), self.describe())
+
         if self._direct is not None and len(body) < SMALL_BODY:
             try:
-                status, etag = self._direct.put(full, body, meta, exclusive)
+                status, etag = self._direct.put(full, body, meta, condition)
             except urllib3.exceptions.HTTPError as exc:
                 raise TransientStorageError(f"cannot reach {self.endpoint}: {exc}") from None
             except botocore.exceptions.BotoCoreError as exc:  # signing: credentials that cannot be refreshed
@@ -298,27 +310,36 @@ class S3ObjectStore(ObjectStore):
             finally:
                 self._count("before-send.s3.PutObject")
             if 200 <= status < 300:
-                return ObjectInfo(key, self._etag(etag), len(body), time.time(), meta)
-            if exclusive and status == 412:
-                raise ObjectAlreadyExists(key, self.describe())
+                return ObjectInfo(key, self._etag(etag), len(body), time.time(), meta, self._etag(etag))
+            if condition is not None and (status == 412 or (expected and status == 404)):
+                raise refused()
             # Anything else (a refusal, an outage answered with 5xx, a redirect): through the client, below.
-        extra = {"IfNoneMatch": "*"} if exclusive else {}
+        extra = {"IfNoneMatch": "*"} if exclusive else {"IfMatch": f'"{expected}"'} if expected else {}
         try:
             r = self.client.put_object(Bucket=self.bucket, Key=full, Body=body, Metadata=meta, **extra)
         except botocore.exceptions.ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if exclusive and (status == 412 or exc.response.get("Error", {}).get("Code") == "PreconditionFailed"):
-                raise ObjectAlreadyExists(key, self.describe()) from None
+            code = exc.response.get("Error", {}).get("Code")
+            if condition is not None and (status == 412 or code in ("PreconditionFailed",
+                                                                     "ConditionalRequestConflict")):
+                raise refused() from None
+            if expected and code in _NOT_FOUND:
+                raise refused() from None
             raise self._translate(exc, key) from None
         except botocore.exceptions.BotoCoreError as exc:
             raise self._translate(exc, key) from None
-        return ObjectInfo(key, self._etag(r.get("ETag")), len(body), time.time(), meta)
+        etag = self._etag(r.get("ETag"))
+        return ObjectInfo(key, etag, len(body), time.time(), meta, etag)
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
-        return self._write(key, body, metadata, exclusive=False)
+        return self._write(key, body, metadata)
 
     def create(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         return self._write(key, body, metadata, exclusive=True)
+
+    def replace(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, *,
+                expected_etag: str) -> ObjectInfo:
+        return self._write(key, body, metadata, expected=expected_etag)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full_prefix = self.prefix + prefix
@@ -329,8 +350,9 @@ class S3ObjectStore(ObjectStore):
                                                                                Prefix=full_prefix):
                 for item in page.get("Contents", ()):
                     key = item["Key"][len(self.prefix):]
-                    out.append(ObjectInfo(key, self._etag(item.get("ETag")), int(item.get("Size", 0)),
-                                          item["LastModified"].timestamp(), None))
+                    etag = self._etag(item.get("ETag"))
+                    out.append(ObjectInfo(key, etag, int(item.get("Size", 0)), item["LastModified"].timestamp(),
+                                          None, etag))
             return out
 
         found = self._call(fetch)

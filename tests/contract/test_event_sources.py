@@ -10,7 +10,7 @@ import pytest
 
 import boto3
 
-from gcl_orchestrator.model import ObjectCreated
+from gcl_orchestrator.model import ObjectCreated, ObjectRemoved
 from gcl_orchestrator.sources import (
     LocalWatchSource,
     MemoryPushSource,
@@ -99,6 +99,15 @@ def test_many_objects_are_each_reported(running):
     for k in keys:
         store.put(k, k.encode())
     wait_until(lambda: set(keys) <= set(got.keys()), 10, "50 events")
+
+
+def test_a_deleted_object_is_reported_as_removed(running):
+    store, _, got = running
+    store.put("gone/soon.csv", b"x")
+    wait_until(lambda: "gone/soon.csv" in got.keys(), 10, "the creation")
+    store.delete("gone/soon.csv")
+    wait_until(lambda: any(isinstance(e, ObjectRemoved) and e.key == "gone/soon.csv" for e in got.events), 10,
+               "the removal")
 
 
 def test_reserved_keys_are_never_reported(running):

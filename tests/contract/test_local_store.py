@@ -148,7 +148,8 @@ def test_metadata_written_by_an_earlier_release_is_still_read(local):
     from gcl_orchestrator.storage.local import file_version
 
     legacy = local.root / ".gclo" / "local" / "meta" / "old.json"
-    legacy.parent.mkdir(parents=True, exist_ok=True)
+    for current in legacy.parent.glob("old~*.json"):
+        current.unlink()  # as a store from before per-version metadata files looks
     legacy.write_text('{"version": "%s", "metadata": {"gcl": "kept"}}' % file_version(st))
     assert local.head("old").metadata == {"gcl": "kept"}
 

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from gcl_orchestrator.errors import InvalidKeyError, ObjectAlreadyExists, ObjectNotFound
+from gcl_orchestrator.errors import InvalidKeyError, ObjectAlreadyExists, ObjectChanged, ObjectNotFound
 from gcl_orchestrator.storage import open_store
 
 
@@ -75,6 +75,52 @@ def test_racing_creates_have_exactly_one_winner(store):
     assert len(winners) == 1 and len(losers) == 7
     got = store.get("race")
     assert got.body == f"writer {winners[0]}".encode() and got.info.metadata == {"who": str(winners[0])}
+
+
+def test_replace_swaps_only_the_version_it_expects(store):
+    first = store.put("doc", b"v1", {"gcl": "one"})
+    second = store.replace("doc", b"v2", {"gcl": "two"}, expected_etag=first.etag)
+    assert second.etag != first.etag
+    got = store.get("doc")
+    assert got.body == b"v2" and got.info.metadata == {"gcl": "two"} and got.info.etag == second.etag
+    # a late writer that read v1 cannot replace v2
+    with pytest.raises(ObjectChanged, match="doc"):
+        store.replace("doc", b"late", {"gcl": "late"}, expected_etag=first.etag)
+    assert store.get("doc").body == b"v2"
+    with pytest.raises(ObjectChanged):
+        store.replace("never-written", b"x", expected_etag=first.etag)
+    assert not store.exists("never-written")
+
+
+def test_racing_replaces_of_one_version_have_exactly_one_winner(store):
+    base = store.put("contested", b"base")
+    winners, losers = [], []
+    barrier = threading.Barrier(6)
+
+    def writer(i):
+        barrier.wait()
+        try:
+            store.replace("contested", f"writer {i}".encode(), {"who": str(i)}, expected_etag=base.etag)
+            winners.append(i)
+        except ObjectChanged:
+            losers.append(i)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1 and len(losers) == 5
+    assert store.get("contested").info.metadata == {"who": str(winners[0])}
+
+
+def test_the_same_bytes_have_the_same_digest(store):
+    a = store.put("a", b"same bytes")
+    store.put("b", b"same bytes", {"gcl": "other metadata"})
+    store.put("c", b"other bytes")
+    digests = {k: store.head(k).digest for k in ("a", "b", "c")}
+    assert digests["a"] == digests["b"] != digests["c"] and digests["a"]
+    assert a.digest in (None, digests["a"])
 
 
 def test_list_is_ordered_filtered_by_prefix_and_carries_no_metadata(store):

@@ -136,7 +136,7 @@ def test_the_localstack_init_hook_runs_the_same_setup_code(moto, moto_clients, m
     hook.main()  # twice: idempotent
     bucket = hook.BUCKET
     configs = s3.get_bucket_notification_configuration(Bucket=bucket)["QueueConfigurations"]
-    assert len(configs) == 1 and configs[0]["Events"] == ["s3:ObjectCreated:*"]
+    assert len(configs) == 1 and configs[0]["Events"] == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
 
 
 def test_a_missing_bucket_or_bad_credentials_is_one_clear_permanent_error(seaweedfs):

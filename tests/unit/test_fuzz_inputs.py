@@ -138,7 +138,7 @@ def test_validate_on_any_file_name_ends_with_an_exit_code(name, capsys, tmp_path
 
 # --- notification parsers: payloads come from outside and may be anything --------------------------------------
 
-from gcl_orchestrator.model import ObjectCreated  # noqa: E402
+from gcl_orchestrator.model import ObjectCreated, ObjectRemoved  # noqa: E402
 from gcl_orchestrator.sources import (  # noqa: E402
     objects_from_records,
     parse_filer_event,
@@ -159,7 +159,7 @@ record_like = st.fixed_dictionaries({}, optional={
 
 
 def _only_object_created(events):
-    assert all(isinstance(e, ObjectCreated) and isinstance(e.key, str) and e.key for e in events)
+    assert all(isinstance(e, (ObjectCreated, ObjectRemoved)) and isinstance(e.key, str) and e.key for e in events)
 
 
 @FAST
@@ -207,7 +207,7 @@ filer_like = st.fixed_dictionaries({}, optional={
 @given(filer_like | json_values)
 def test_any_filer_event_is_an_object_created_or_nothing(event):
     created = parse_filer_event(event, "b", "")
-    assert created is None or (isinstance(created, ObjectCreated) and created.key)
+    assert created is None or (isinstance(created, (ObjectCreated, ObjectRemoved)) and created.key)
 
 
 def test_the_payloads_that_crashed_the_parsers_are_ignored():

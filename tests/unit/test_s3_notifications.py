@@ -26,8 +26,8 @@ def test_aws_records_give_url_decoded_keys_and_no_metadata():
 @pytest.mark.parametrize("body", [
     json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "bucket1"}),
     json.dumps({"Records": [aws_record("x", bucket="other")]}),
-    json.dumps({"Records": [aws_record("x", event="ObjectRemoved:Delete")]}),
     json.dumps({"Records": [aws_record(".gclo/state/status.json")]}),
+    json.dumps({"Records": [aws_record("x", event="ObjectRestore:Post")]}),
     json.dumps({"Records": [aws_record("elsewhere/x")]}),
 ])
 def test_records_we_must_not_act_on(body):
@@ -39,6 +39,13 @@ def test_prefix_is_stripped_and_sns_wrapping_is_opened():
     body = json.dumps({"Type": "Notification", "Message": inner})
     (ev,) = parse_notification(body, "bucket1", "team/", "sqs")
     assert ev.key == "in/x.csv"
+
+
+def test_a_removed_record_is_an_object_removed_event():
+    from gcl_orchestrator.model import ObjectRemoved
+
+    body = json.dumps({"Records": [aws_record("in%2Fold.csv", event="ObjectRemoved:Delete")]})
+    assert parse_notification(body, "bucket1", "", "sqs") == [ObjectRemoved("in/old.csv", "sqs")]
 
 
 def test_not_json_is_a_value_error():
@@ -90,13 +97,17 @@ def test_the_recorded_seaweedfs_stream_decodes_into_its_eight_events():
 
 
 def test_seaweedfs_events_give_keys_etags_and_metadata_and_skip_the_rest():
-    created = [parse_filer_event(e, "bucket1", "") for e in recorded_filer_events()]
-    found = [(c.key, c.metadata) for c in created if c is not None]
+    from gcl_orchestrator.model import ObjectRemoved
+
+    events = [parse_filer_event(e, "bucket1", "") for e in recorded_filer_events()]
+    created = [e for e in events if e is not None and not isinstance(e, ObjectRemoved)]
+    found = [(c.key, c.metadata) for c in created]
     gcl = json.dumps({"computation": "p", "handler_type": "h", "inputs": ["incoming/a b+c.csv"],
                       "output": "out.json"}, separators=(",", ":"))
-    # directory entries, the deletion and the reserved .gclo/ keys give nothing
+    # directory entries and the reserved .gclo/ keys give nothing; the deletion is an ObjectRemoved
     assert found == [("incoming/a b+c.csv", {"gcl": gcl}), ("incoming/a b+c.csv", {}), ("plain.txt", {})]
-    first = next(c for c in created if c is not None)
+    assert [e.key for e in events if isinstance(e, ObjectRemoved)] == ["plain.txt"]
+    first = created[0]
     assert first.etag and len(first.etag) == 32  # the S3 ETag (MD5 hex), decoded from the filer's base64
 
 
@@ -104,4 +115,4 @@ def test_seaweedfs_events_for_other_buckets_or_prefixes_are_ignored():
     events = recorded_filer_events()
     assert [parse_filer_event(e, "other", "") for e in events] == [None] * 8
     keys = [c.key for c in (parse_filer_event(e, "bucket1", "incoming/") for e in events) if c]
-    assert keys == ["a b+c.csv", "a b+c.csv"]
+    assert keys == ["a b+c.csv", "a b+c.csv"]  # the deleted plain.txt is not under the prefix

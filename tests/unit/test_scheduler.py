@@ -225,7 +225,7 @@ def test_quiescence_and_waiting_report():
     assert core.is_quiescent()
     assert [(r.name, r.missing) for r in core.waiting()] == [("w", {"never"})]
     assert core.counts() == {State.WAITING: 1, State.READY: 0, State.RUNNING: 0, State.RETRYING: 0, State.DONE: 1,
-                             State.FAILED: 0, State.UPSTREAM_FAILED: 0}
+                             State.FAILED: 0, State.UPSTREAM_FAILED: 0, State.RETIRED: 0}
 
 
 def test_cost_per_arrival_does_not_depend_on_graph_size():
