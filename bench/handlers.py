@@ -34,3 +34,18 @@ def link(ctx):
         ctx.emit(computation=f"link:{i}", handler_type="link", inputs=[ctx.output], output=f"chain/{i:05d}",
                  params={"i": i, "left": left - 1})
     return ctx.params["i"]
+
+
+@handler("group_head")
+def group_head(ctx):
+    """The head of a group: reads the group's input and spawns its readers, which read its result."""
+    body = ctx.read_text()
+    for i in range(ctx.params["width"]):
+        ctx.emit(computation=f"{ctx.computation}:r{i}", handler_type="group_reader", inputs=[ctx.output],
+                 output=f"{ctx.output}.r{i}", params={"i": i})
+    return body
+
+
+@handler("group_reader")
+def group_reader(ctx):
+    return f"{ctx.params['i']}:{ctx.read_text()}"

@@ -136,10 +136,14 @@ def rerun(store_uri: str, target: str, downstream: bool, out: TextIO = sys.stdou
     store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
     key = request_rerun(store, target, downstream, by=f"gclo rerun on {socket.gethostname()} (pid {os.getpid()})")
     doc = read_status(store)
-    running = doc is not None and doc.get("orchestrator", {}).get("state") == "running"
+    orch = (doc or {}).get("orchestrator", {})
+    if orch.get("state") in ("starting", "running"):
+        where = (f"the orchestrator running on this store (pid {orch.get('pid')} on {orch.get('host')}) picks it up "
+                 "within seconds; should it have stopped, the next `gclo run` will")
+    else:
+        where = "no orchestrator runs on this store now: the next `gclo run` picks it up"
     print(f"asked for a rerun of {target!r}{' and everything downstream of it' if downstream else ''} ({key}); "
-          + ("the orchestrator running on this store picks it up within seconds" if running else
-             "no orchestrator is running on this store now: the next `gclo run` picks it up"), file=out)
+          f"{where}", file=out)
     return EXIT_OK
 
 

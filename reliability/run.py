@@ -9,15 +9,19 @@ Scenarios (the workload is a 60-part fan-out grown from a result, joined by a to
   events chaos           store notifications dropped, duplicated and reordered on their way to the orchestrator
   late writer            stale attempts replay committed computations (a worker thought dead writes late)
   store outage           the S3 server stopped mid-run, started again later (SeaweedFS only)
+  changing inputs        a user replaces the input again and again while the orchestrator and its workers are
+                         killed and restarted
 
 Columns, counted from the audit trail every process appends to ($GCLO_AUDIT_LOG) and from the store at the end:
   faults         faults injected (kills, outages, notifications dropped + duplicated + reordered, late writes)
   computations   computations the workload declares (per run, summed over runs)
   lost           declared outputs missing or wrong at the end
-  duplicated     outputs committed more than once (create-if-absent succeeded twice for one key)
+  duplicated     runs that committed more than once (a key written twice by the same run: its inputs' same
+                 versions); a key may be written once per run when its inputs change
   re-executions  handler executions beyond the first, per computation
   checks         scenario-specific promises: only in-flight work re-runs after a crash, a killed attempt is
-                 retried and counted, the orchestrator said it was waiting for the store
+                 retried and counted, the orchestrator said it was waiting for the store, every output is current
+                 (its recorded run is of the last versions of its inputs)
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ from gcl_orchestrator.runtime.worker import run_task  # noqa: E402
 from gcl_orchestrator.sources import PollingSource  # noqa: E402
 from gcl_orchestrator.gcl import encode_gcl, load_gcl, read_gcl_fields, spec_from_mapping  # noqa: E402
 from gcl_orchestrator.storage import open_store  # noqa: E402
+from gcl_orchestrator.views import lineage_lines  # noqa: E402
 
 HANDLERS = str(HERE / "handlers.py")
 RESULTS = HERE / "results"
@@ -175,9 +180,10 @@ class SeaweedBackend(Backend):
 # --- the workload and what is counted -----------------------------------------------------------------------------
 
 
-def seed_fanout(target: Target, p: Profile) -> dict[str, Any]:
-    """The fan-out's input; returns every output the run must end with, and its value."""
-    numbers = list(range(1, p.parts + 1))
+def seed_fanout(target: Target, p: Profile, offset: int = 0) -> dict[str, Any]:
+    """The fan-out's input (numbers from 1 + offset); returns every output the run must end with, and its value.
+    Called again with another offset, it writes a new version of the input over the old one."""
+    numbers = list(range(1 + offset, p.parts + 1 + offset))
     step = spec_from_mapping({"computation": "split", "handler_type": "split", "inputs": ["numbers.txt"],
                               "output": "numbers.json", "params": {"sleep": p.sleep_s}})
     target.store().put("numbers.txt", " ".join(map(str, numbers)).encode(), encode_gcl([step]).metadata)
@@ -195,7 +201,8 @@ class Trail:
         return cls(audit.read(target.trail))
 
     def commits(self) -> collections.Counter:
-        return collections.Counter(e["key"] for e in self.entries if e["event"] == "commit")
+        """Commits per key and run: a key is written once per run (a new run when its inputs change)."""
+        return collections.Counter((e["key"], e.get("run")) for e in self.entries if e["event"] == "commit")
 
     def starts(self) -> collections.Counter:
         return collections.Counter(e["computation"] for e in self.entries if e["event"] == "start")
@@ -532,12 +539,43 @@ def store_outage(target: Target, p: Profile, rng: random.Random) -> Outcome:
     return settle(target, expected, outcome)
 
 
+def changing_inputs(target: Target, p: Profile, rng: random.Random) -> Outcome:
+    """A user replaces the input several times while the orchestrator and its workers run, are killed with
+    kill -9 at random points and are restarted; a last run finishes. Every output must hold the value of the last
+    version of the input, record a run of the last versions of its inputs, and no run may commit twice."""
+    expected = seed_fanout(target, p)
+    outcome = Outcome()
+    versions = rng.randint(2, 4)
+    for version in range(1, versions + 1):
+        proc = gclo_run(target, until_idle=False)
+        try:
+            at = sum(Trail.of(target).commits().values()) + rng.randint(3, max(3, p.parts // 2))
+            wait_until(lambda: sum(Trail.of(target).commits().values()) >= at, 120, "some commits", proc)
+            expected = seed_fanout(target, p, offset=100 * version)  # an edited input uploaded over the old one
+            outcome.faults += 1
+            at = sum(Trail.of(target).commits().values()) + rng.randint(1, max(1, p.parts // 3))
+            wait_until(lambda: sum(Trail.of(target).commits().values()) >= at, 120, "commits after the change",
+                       proc)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator, its workers, its event tail: all at once
+            proc.wait()
+            record_pid(proc.pid, forget=True)
+        outcome.faults += 1
+    finish(gclo_run(target), outcome)
+    settle(target, expected, outcome)
+    stale = [line.strip() for line in lineage_lines(target.store(), "total.json") if "CHANGED" in line]
+    if stale:
+        outcome.problems.append(f"outputs not computed from the last versions: {stale[:3]}")
+    return outcome
+
+
 SCENARIOS: list[tuple[str, Callable[[Target, Profile, random.Random], Outcome], tuple[str, ...]]] = [
     ("orchestrator kill -9", orchestrator_kill, ("local", "seaweedfs")),
     ("worker kill -9", worker_kill, ("local", "seaweedfs")),
     ("events chaos", events_chaos, ("local", "seaweedfs")),
     ("late writer", late_writer, ("local", "seaweedfs")),
     ("store outage", store_outage, ("seaweedfs",)),
+    ("changing inputs", changing_inputs, ("local", "seaweedfs")),
 ]
 
 

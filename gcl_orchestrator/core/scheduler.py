@@ -699,7 +699,7 @@ class Scheduler:
         if rec.running_attempt is not None:
             out.append(Cancel(rec.name, rec.running_attempt, f"retired: {why}"))
             self._end_attempt(rec)
-        rec.note = f"retired: {why}" + ("; its output is kept" if rec.spec.output in self._versions else "")
+        rec.note = f"retired: {why}" + ("; its output is kept (orphaned)" if rec.spec.output in self._versions else "")
         rec.finished_at = now
         self._transition(rec, RETIRED, now, out)
         if rec.spec.output in self._pending:

@@ -259,6 +259,7 @@ class Orchestrator:
             log.info("store %s: %d objects; listening with %s; %d worker(s)", self.store.describe(),
                      len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.capacity)
             self._handle([ObjectCreated(k, e, None, "listing") for k, e in listing.items()])
+            self._save_status()  # at once: other processes (gclo status, gclo rerun) see that it runs
             last_event = last_status = last_progress = time.monotonic()
             status_every = opts.status_interval_s
             last_counts: dict[State, int] = {}

@@ -110,7 +110,8 @@ def render_status(status: dict[str, Any], now: float | None = None, *, state_fil
         lines.append("")
         lines.append(f"{'COMPUTATION':<{name_w}}  {'STATE':<15}  {'HANDLER':<{type_w}}  {'TRIES':>5}  DETAIL")
         order = {s.value: i for i, s in enumerate([State.FAILED, State.UPSTREAM_FAILED, State.RUNNING,
-                                                   State.RETRYING, State.READY, State.WAITING, State.DONE])}
+                                                   State.RETRYING, State.READY, State.WAITING, State.DONE,
+                                                   State.RETIRED])}
         for c in sorted(rows, key=lambda c: (order.get(c["state"], 9), c["computation"])):
             if c.get("produced_by") and c["state"] == State.DONE.value:
                 detail = f"-> {c['output']} by alternative {c['produced_by']!r}"

@@ -124,7 +124,7 @@ def test_a_new_version_of_an_object_re_declares_what_it_carries():
     assert sorted(started(out)) == [("fresh", 1), ("keep", 2)]
     assert c.record("keep").spec.params == {"rows": 10}
     retired = c.record("drop")
-    assert retired.state is State.RETIRED and "no longer declares it; its output is kept" in retired.note
+    assert retired.state is State.RETIRED and "no longer declares it; its output is kept (orphaned)" in retired.note
     assert c.is_available("out/drop")
 
 
