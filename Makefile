@@ -40,13 +40,13 @@ demo-local: $(STAMP)
 # The use-case packs, each on a local directory (handlers/packs/, README "Use-case packs"): the run's log shows the
 # graph growing, then the report; the exit code says whether the result is right.
 demo-ml: $(STAMP)
-	$(BIN)/python handlers/packs/demo.py ml --store demo-ml-store
+	$(BIN)/python handlers/packs/demo.py ml
 
 demo-sim: $(STAMP)
-	$(BIN)/python handlers/packs/demo.py sim --store demo-sim-store
+	$(BIN)/python handlers/packs/demo.py sim
 
 demo-tree: $(STAMP)
-	$(BIN)/python handlers/packs/demo.py tree --store demo-tree-store
+	$(BIN)/python handlers/packs/demo.py tree
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -23,7 +23,8 @@ EPILOG = """examples:
   gclo rerun profile:sales --downstream --store ./bucket
   gclo validate pipeline.yaml
 
-exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate);
+exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate), a part
+of the lineage is not current (lineage), no status yet (status, graph);
 2 bad arguments, handlers or rules; 3 the store cannot be used, or the executor cannot go on; 130 interrupted;
 141 the output pipe was closed (gclo status | head).
 
@@ -132,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     li = sub.add_parser("lineage", help="print what an object was computed from, and whether each part is current",
                         description="Follows the runs each output records (the version of every input it read) "
                         "back from KEY. Exit code 1 if any part changed or was deleted since.")
-    li.add_argument("key", help="the object to start from")
+    li.add_argument("key", metavar="KEY", help="the object to start from")
     add_store(li)
 
     rr = sub.add_parser("rerun", help="ask the orchestrator running on a store to run a computation again",

@@ -144,6 +144,11 @@ def rerun(store_uri: str, target: str, downstream: bool, out: TextIO = sys.stdou
         where = "no orchestrator runs on this store now: the next `gclo run` picks it up"
     print(f"asked for a rerun of {target!r}{' and everything downstream of it' if downstream else ''} ({key}); "
           f"{where}", file=out)
+    known = (doc or {}).get("computations")
+    if known and not any(target in (c.get("computation"), c.get("output")) for c in known):
+        print(f"note: the last status of this store names no computation and no output {target!r}; unless it "
+              "is declared by then, the orchestrator refuses the request (see `gclo status`, rejected)",
+              file=sys.stderr)
     return EXIT_OK
 
 

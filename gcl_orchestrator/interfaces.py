@@ -91,7 +91,10 @@ class ObjectStore(abc.ABC):
         else raise ObjectChanged and change nothing, also when the key holds nothing.
 
         Of several racing `replace` calls expecting the same version exactly one succeeds, so a late writer can
-        never replace a version newer than the one it read.
+        never replace a version newer than the one it read. A version is its ETag, which on S3 (and in every
+        backend here) is the MD5 of the body: two writes of the same bytes with other metadata are one version
+        to this check, so of two runs that wrote identical bytes the later one's metadata (its GCL, its run)
+        may stand.
         """
 
     @abc.abstractmethod
@@ -104,9 +107,9 @@ class ObjectStore(abc.ABC):
 
     def startup_check(self, verify_create: bool = True) -> list[str]:
         """Run once by an orchestrator before it uses the store: exactly-once commits rest on `create`, so it
-        is checked here rather than assumed. Creates a probe object under `.gclo/probe/` twice; if the second
-        create succeeds, the store (or the server behind it) ignores create-if-absent and PermanentStorageError
-        is raised. Backends may also clean up what crashed writers left. Returns notes worth logging."""
+        is checked here rather than assumed. Creates a probe object under `.gclo/probe/` twice and replaces it
+        expecting the right and a wrong version; if the second create or the wrong replace succeeds, the store
+        (or the server behind it) ignores the condition and PermanentStorageError is raised. Backends may also clean up what crashed writers left. Returns notes worth logging."""
         if not verify_create:
             return []
         probe = f"{RESERVED_PREFIX}probe/create-{uuid.uuid4().hex}"

@@ -386,11 +386,13 @@ class ObjectAvailable(NamedTuple):
 @dataclass(frozen=True)
 class RerunRequested:
     """Someone asked (`gclo rerun`) that `computation` run again, and everything downstream of it too when
-    `downstream`; `source` says who."""
+    `downstream`; `source` says who. `ack`, when given, is called once the runtime has handed it to the core (the
+    request is then deleted: one left by a run that stopped first is taken up by the next)."""
 
     computation: str
     downstream: bool = False
     source: str = ""
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -70,10 +70,10 @@ TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset({
     (WAITING, READY), (WAITING, DONE), (WAITING, FAILED), (WAITING, UPSTREAM_FAILED),
     (READY, RUNNING), (READY, DONE), (READY, WAITING),
     (RUNNING, DONE), (RUNNING, RETRYING), (RUNNING, READY), (RUNNING, WAITING), (RUNNING, FAILED),
-    (RETRYING, READY), (RETRYING, DONE),
+    (RETRYING, READY), (RETRYING, WAITING), (RETRYING, DONE),
     (DONE, WAITING), (DONE, READY),
     (FAILED, DONE), (FAILED, WAITING), (FAILED, READY),
-    (UPSTREAM_FAILED, WAITING), (UPSTREAM_FAILED, READY), (UPSTREAM_FAILED, DONE),
+    (UPSTREAM_FAILED, WAITING), (UPSTREAM_FAILED, READY), (UPSTREAM_FAILED, DONE), (UPSTREAM_FAILED, FAILED),
     *((state, RETIRED) for state in (WAITING, READY, RUNNING, RETRYING, DONE, FAILED, UPSTREAM_FAILED)),
 })
 
@@ -399,6 +399,9 @@ class Scheduler:
             self._settle(rec, now, out, committed_by=ev.attempt)
         if known is None:
             self._make_available(output, now, out)
+            gone = self._deleted.pop(output, None)
+            if gone is not None:  # computed again after it was deleted
+                self._restored(output, gone.identity is not None and gone.identity == ev.output_identity, now, out)
         elif changed:
             self._new_version(output, ev.output_etag, ev.output_identity, ev.run, now, out)
         else:  # the run wrote what was there (early cut-off): what reads it need not run again
@@ -633,6 +636,8 @@ class Scheduler:
             self._consumers.setdefault(key, []).append(rec)
         version = self._versions.get(spec.output)
         if version is not None:
+            recorded = _run_seq(version.run) or 0  # run numbers go on from the output's (a restart starts at 1)
+            rec.run_seq = max(rec.run_seq, recorded)
             changed = existing is not None and existing.spec != spec
             stale = "its spec changed: it runs again" if changed else self._stale_output(rec, version)
             if stale is None:
@@ -640,8 +645,7 @@ class Scheduler:
                 return None
             rec.note = stale
             out.append(Stale(name, stale))
-            if version.run is not None:
-                rec.run_seq = max(rec.run_seq, int(version.run.split(":", 1)[0]) + 1)
+            rec.run_seq = max(rec.run_seq, recorded + 1)
         upstream = self._failed_input(rec)
         if upstream is not None:
             self._transition(rec, UPSTREAM_FAILED, now, out, upstream)
@@ -665,7 +669,7 @@ class Scheduler:
         """Why the output that is there is not this computation's current run (None: it is, or nothing says
         otherwise). The output records its run: the spec and the identities of the inputs it was computed from;
         the same run computed now has the same id only if nothing changed."""
-        if version.run is None:
+        if _run_seq(version.run) is None:
             return None  # not written by a run (put there by hand, or before runs were recorded): trusted
         identities = []
         for key in rec.spec.inputs:
@@ -673,7 +677,9 @@ class Scheduler:
             if known is None or known.identity is None:
                 return None  # cannot be checked now (an input is missing or unread): trusted
             identities.append((key, known.identity))
-        if version.run.split(":", 1)[-1] == run_id(rec.spec, identities):
+        recorded = version.run.split(":", 1)[1]  # type: ignore[union-attr]
+        # The run is recorded with the variant that ran: the spec, or one of its alternatives.
+        if any(recorded == run_id(variant(rec.spec, i), identities) for i in range(len(rec.spec.alternatives) + 1)):
             return None
         return "its output was computed from other inputs or another spec: it runs again"
 
@@ -709,8 +715,22 @@ class Scheduler:
 
     def _rerun(self, rec: ComputationRecord, why: str, now: float, out: list[Instruction]) -> None:
         """Run `rec` again, as a new run: its attempts budget afresh, the spec itself first. Its output stays
-        where it is until the new run replaces it."""
-        if rec.state is FAILED or rec.state is UPSTREAM_FAILED:
+        where it is until the new run replaces it. A computation that cannot run (an input will not come, no
+        pool can run it) stays as it is, saying why; a failed one that can brings back what waited on it."""
+        upstream = self._failed_input(rec)
+        if upstream is not None:
+            self._cannot_rerun(rec, why, upstream, now, out, fail=False)
+            return
+        alternative, current, variant_attempts = rec.alternative, rec.current, rec.variant_attempts
+        self._set_variant(rec, 0)
+        problem = self._choose_variant(rec)
+        if problem is not None:
+            if rec.state is not UPSTREAM_FAILED:  # it stays done, or failed, as its last run left it
+                rec.alternative, rec.current, rec.variant_attempts = alternative, current, variant_attempts
+            self._cannot_rerun(rec, why, problem, now, out, fail=True)
+            return
+        was_failed = rec.state is FAILED or rec.state is UPSTREAM_FAILED
+        if was_failed:
             self._failed_keys.pop(rec.spec.output, None)
         rec.run_seq += 1
         rec.run_started_at = rec.attempts + 1
@@ -719,46 +739,86 @@ class Scheduler:
         rec.last_error = None
         rec.finished_at = None
         rec.from_deleted = ()
-        self._set_variant(rec, 0)
-        problem = self._choose_variant(rec)
-        if problem is not None:
-            self._transition(rec, FAILED, now, out, problem)
-            return
         rec.note = f"runs again: {why}"
         out.append(Stale(rec.name, why))
         rec.missing = self._lacking(rec.spec.inputs)
         self._transition(rec, WAITING if rec.missing else READY, now, out)
+        if was_failed:  # what was upstream-failed because of it waits for the new run
+            self._revive_downstream(rec, now, out)
         self._hold_readers(rec, now, out)
 
+    def _cannot_rerun(self, rec: ComputationRecord, why: str, problem: str, now: float, out: list[Instruction],
+                      fail: bool) -> None:
+        """`rec` was to run again and cannot: it says why, and stays as it is (an upstream-failed one that no
+        pool can run fails: that is its own problem now)."""
+        out.append(Stale(rec.name, f"{why}, but it cannot run: {problem}"))
+        if rec.state is UPSTREAM_FAILED and fail:
+            self._transition(rec, FAILED, now, out, problem)
+        elif rec.state is FAILED or rec.state is UPSTREAM_FAILED:
+            rec.last_error = problem
+        else:
+            rec.note = f"cannot run again ({why}): {problem}"
+
     def _hold_readers(self, rec: ComputationRecord, now: float, out: list[Instruction]) -> None:
-        """`rec` runs again while its previous output is there: what reads that output waits for the new run
-        rather than run on the old version."""
+        """`rec` runs again while its previous output is there: what reads that output, directly or through
+        computations that may run again because of it, waits for the new run rather than run on the old
+        version (each key is held until its producer settles, or until nothing upstream of it changes after
+        all; see `_release`)."""
         output = rec.spec.output
         if output not in self._versions or output in self._pending:
             return
-        self._pending.add(output)
-        for reader in self._consumers.get(output, ()):
-            if reader.state is READY:
-                reader.missing = {output}
-                self._transition(reader, WAITING, now, out)
-            elif reader.state is WAITING and output not in reader.missing:
-                reader.missing.add(output)
-                self._waiters.setdefault(output, {})[reader] = None
+        pending = self._pending
+        pending.add(output)
+        stack = [output]
+        while stack:
+            key = stack.pop()
+            for reader in self._consumers.get(key, ()):
+                state = reader.state
+                if state is READY:
+                    reader.missing = {key}
+                    self._transition(reader, WAITING, now, out)
+                elif state is WAITING:
+                    if key not in reader.missing:
+                        reader.missing.add(key)
+                        self._waiters.setdefault(key, {})[reader] = None
+                elif state is DONE:  # it runs again if `key` changes: what reads its output waits too
+                    held = reader.spec.output
+                    if held in self._versions and held not in pending:
+                        pending.add(held)
+                        stack.append(held)
 
     def _lacking(self, inputs: Iterable[str]) -> set[str]:
         """The inputs a computation must wait for: those not there, and those being computed again."""
         versions, pending = self._versions, self._pending
         return {k for k in inputs if k not in versions or k in pending}
 
-    def _release(self, key: str, now: float, out: list[Instruction]) -> None:
+    def _release(self, key: str, now: float, out: list[Instruction], wake: bool = True) -> None:
         """`key`'s producer settled (its new run committed, came out the same, failed or was retired): what
-        waited for the new run goes on with what is there now."""
+        waited for the new run goes on with what is there now (`wake`; not when `key` was deleted, and what
+        reads it waits for it anyway). Keys held further down (`_hold_readers`) whose producer did not run
+        again, and reads no other held key, are released with it."""
         self._pending.discard(key)
-        waiting = self._waiters.pop(key, None)
-        for reader in waiting or ():
+        if wake:
+            self._go_on(key, now, out)
+        stack = [key]
+        while stack:
+            for reader in self._consumers.get(stack.pop(), ()):
+                held = reader.spec.output
+                if held in self._pending and reader.state is DONE and not self._holds_pending(reader):
+                    self._pending.discard(held)
+                    self._go_on(held, now, out)
+                    stack.append(held)
+
+    def _go_on(self, key: str, now: float, out: list[Instruction]) -> None:
+        """What waited for the version of `key` that is there now has it."""
+        for reader in self._waiters.pop(key, None) or ():
             reader.missing.discard(key)
             if not reader.missing:
                 self._transition(reader, READY, now, out)
+
+    def _holds_pending(self, rec: ComputationRecord) -> bool:
+        pending = self._pending
+        return any(k in pending for k in rec.spec.inputs)
 
     def _on_removed(self, key: str, now: float, out: list[Instruction]) -> None:
         """The object at `key` was deleted. A deleted output is computed again (its inputs permitting); a deleted
@@ -767,7 +827,8 @@ class Scheduler:
         version = self._versions.pop(key, None)
         if version is None:
             return
-        self._pending.discard(key)  # its readers wait for it anyway now: it is not there
+        if key in self._pending:  # its readers wait for it anyway now: it is not there
+            self._release(key, now, out, wake=False)
         self._deleted[key] = version
         self._tick()
         self._gcl_unread.discard(key)
@@ -801,8 +862,8 @@ class Scheduler:
     def _on_rerun(self, ev: RerunRequested, now: float, out: list[Instruction]) -> None:
         rec = self._records.get(ev.computation)
         if rec is None or rec.state is RETIRED:
-            self._reject(ev.source or "rerun", ev.computation, f"no computation {ev.computation!r} to run again",
-                         now, out)
+            self._reject(ev.source or "rerun", ev.computation, f"no computation {ev.computation!r} to run again, "
+                                                               "and none produces a key of that name", now, out)
             return
         targets = [rec]
         if ev.downstream:  # everything that reads what it makes, and so on: each runs after what it reads
@@ -919,12 +980,7 @@ class Scheduler:
             self._timer(now + self.config.commit_grace_s, "commit-grace", rec)
         elif rec is not None and rec.state is not DONE and rec.state is not NEW:
             self._settle(rec, now, out)
-        waiting = self._waiters.pop(key, None)
-        if waiting:
-            for consumer in waiting:
-                consumer.missing.discard(key)
-                if not consumer.missing:
-                    self._transition(consumer, READY, now, out)
+        self._go_on(key, now, out)
         blocked = self._blocked_waiters.pop(key, None)
         if blocked:
             for attempt in blocked:
@@ -974,7 +1030,7 @@ class Scheduler:
                     self._transition(consumer, DONE, now, out, "its output is present")
                     continue
                 consumer.last_error = None
-                consumer.missing = {k for k in consumer.spec.inputs if k not in self._versions}
+                consumer.missing = self._lacking(consumer.spec.inputs)
                 self._transition(consumer, WAITING if consumer.missing else READY, now, out)
                 queue.append(consumer.spec.output)
 
@@ -1041,12 +1097,18 @@ class Scheduler:
             if problem is None:
                 out.append(AttemptFailed(rec.name, attempt, error, f"alternative {rec.label!r} next"))
                 rec.note = f"alternative {rec.alternative} ({rec.label}) after the previous variant failed"
-                self._transition(rec, READY, now, out)
+                self._run_next(rec, now, out)
                 return
             error = f"{error}; no alternative left that a pool can run ({problem})"
         why = "permanent error" if permanent else f"no attempts left ({rec.variant_attempts} made)"
         out.append(AttemptFailed(rec.name, attempt, error, why))
         self._transition(rec, FAILED, now, out, error)
+
+    def _run_next(self, rec: ComputationRecord, now: float, out: list[Instruction]) -> None:
+        """Its next attempt is due: it runs when its inputs are there (one may have been deleted, or be being
+        computed again, since the last attempt started)."""
+        rec.missing = self._lacking(rec.spec.inputs)
+        self._transition(rec, WAITING if rec.missing else READY, now, out)
 
     def _retry_policy(self, spec: ComputationSpec) -> RetryPolicy:
         return RetryPolicy.from_spec(spec.retry) if spec.retry is not None else self.config.default_retry
@@ -1075,7 +1137,7 @@ class Scheduler:
             _, _, kind, name, attempt = timer
             rec = self._records[name]
             if kind == "retry":
-                self._transition(rec, READY, now, out)
+                self._run_next(rec, now, out)
             elif kind == "timeout" and rec.spec.output not in self._versions:  # the attempt failed
                 limit = rec.current.timeout_s
                 out.append(Cancel(name, attempt, f"timed out after {limit:g}s"))
@@ -1086,6 +1148,11 @@ class Scheduler:
                 out.append(Cancel(name, attempt, "its output is there already"))
                 self._end_attempt(rec)
                 self._settle(rec, now, out, why=why)
+
+    def _orphan(self, key: str) -> bool:
+        """No computation in the graph will produce `key` (none declares it, or the one that did is retired)."""
+        producer = self._producer.get(key)
+        return producer is None or producer.state is RETIRED
 
     def _progress_possible(self) -> bool:
         """Something runs (and is not waiting) or is due for a retry: time alone may move the graph."""
@@ -1102,12 +1169,12 @@ class Scheduler:
         self._last_activity = now  # one check per quiet grace period
         stuck = []
         for rec in self.waiting():
-            orphans = sorted(k for k in rec.missing if k not in self._producer)
+            orphans = sorted(k for k in rec.missing if self._orphan(k))
             if orphans and not rec.stalled:
                 stuck.append((rec, orphans))
         blocked = []
         for rec in sorted(self._blocked.values(), key=lambda r: r.name):
-            orphans = sorted(k for k in rec.blocked_on if k not in self._producer)
+            orphans = sorted(k for k in rec.blocked_on if self._orphan(k))
             if orphans and not rec.stalled:
                 blocked.append((rec, orphans))
         if not stuck and not blocked:
@@ -1364,6 +1431,8 @@ class Scheduler:
             else:
                 check(rec.running_attempt is None, f"{name!r} is {rec.state} with attempt {rec.running_attempt} out")
             if rec.state is READY:
+                check(not any(k not in self._versions or k in self._pending for k in rec.spec.inputs),
+                      f"{name!r} is ready but an input of it is not there or is being computed again")
                 pool = self._pools[rec.pool]
                 check(any(rec in fifo for fifo in pool.queued.values()), f"{name!r} is ready but not queued")
             if rec.running_attempt is not None:
@@ -1384,9 +1453,10 @@ class Scheduler:
         check(all(r.blocked_on for r in self._blocked.values()), "a computation in the blocked table waits for nothing")
         for key in self._pending:
             producer = self._producer.get(key)
-            check(key in self._versions and producer is not None and producer.state in (WAITING, READY, RUNNING,
-                                                                                       RETRYING),
-                  f"{key!r} is marked as being computed again, but its producer is not at it")
+            check(key in self._versions and producer is not None and (
+                producer.state in (WAITING, READY, RUNNING, RETRYING)
+                or (producer.state is DONE and self._holds_pending(producer))),
+                  f"{key!r} is held for a new version, but its producer is not at it and reads nothing held")
         for key, waiting in self._waiters.items():
             check(bool(waiting), f"an empty waiter set is kept for {key!r}")
             for rec in waiting:
@@ -1419,6 +1489,15 @@ def _unindex(index: dict[str, dict[ComputationRecord, None]], keys: Iterable[str
             entries.pop(rec, None)
             if not entries:
                 del index[key]
+
+
+def _run_seq(run: str | None) -> int | None:
+    """The run number in an output's recorded run (`seq:run_id`), or None when there is none or it is not one
+    (the metadata field is anybody's to write: a malformed one counts as not written by a run)."""
+    if not run:
+        return None
+    number, sep, rest = run.partition(":")
+    return int(number) if sep and rest and number.isdigit() and len(number) < 19 else None
 
 
 def _keys(keys: Iterable[str]) -> str:

@@ -177,8 +177,11 @@ class ProcessExecutor(Executor):
             self._expedited -= running  # started already: nothing to do
 
     def _wake(self) -> None:
+        fd = self._wake_w
+        if fd < 0:
+            return  # stopped: the pipe is closed, and its number may belong to another file by now
         try:
-            os.write(self._wake_w, b"x")
+            os.write(fd, b"x")
         except OSError:
             pass
 
@@ -469,5 +472,7 @@ class ProcessExecutor(Executor):
             w.tasks.clear()
         for task in self._take_pending():
             self._fail(task, "the orchestrator stopped before this task started")
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        wake_r, wake_w = self._wake_r, self._wake_w
+        self._wake_r = self._wake_w = -1
+        os.close(wake_r)
+        os.close(wake_w)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Sequence
 
 from ..interfaces import Executor, ObjectStore, Task
@@ -81,8 +82,17 @@ class ThreadExecutor(Executor):
                   computation, attempt)
 
     def stop(self, grace_s: float = 5.0) -> None:
+        """Wait up to `grace_s` for running handlers; those still running then (a hanging handler, one waiting
+        for an answer that will not come now) are reported failed and left to end with the process."""
         with self._lock:
             self._stopping = True
-            threads = [t for t, _ in self._running.values()]
-        for thread in threads:
-            thread.join()
+            running = list(self._running.items())
+        deadline = time.monotonic() + grace_s
+        for ident, (thread, _) in running:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                with self._lock:
+                    self._cancelled.add(ident)
+                if self._emit is not None:
+                    self._emit(ComputationFailed(*ident, f"the orchestrator stopped while this task ran (still "
+                                                         f"running after {grace_s:g}s)"))

@@ -340,6 +340,8 @@ class Orchestrator:
                     batch.append(ev)
             elif kind is RerunRequested:
                 batch.append(self._rerun_target(ev))
+                if ev.ack is not None:
+                    acks.append(ev.ack)
             elif kind is IncidentReported:
                 self._incident(ev.key, f"{ev.where}: {ev.message}")
             elif kind is ComponentFailed:
@@ -429,6 +431,8 @@ class Orchestrator:
         if self.core.record(ev.computation) is None:
             producer = self.core.producer_of(ev.computation)
             if producer is not None:
+                log.info("rerun   %s (which produces %s)%s requested (%s)", producer, ev.computation,
+                         " and downstream" if ev.downstream else "", ev.source or "gclo rerun")
                 return dataclasses.replace(ev, computation=producer)
         log.info("rerun   %s%s requested (%s)", ev.computation, " and downstream" if ev.downstream else "",
                  ev.source or "gclo rerun")
@@ -544,8 +548,9 @@ class Orchestrator:
         except GclError as exc:
             self._incident(key, f"could not read metadata: {exc}")
             return []
+        seen = _Seen(key, info.metadata, info.etag, None, info.digest)
         specs, error = self._what_follows(key, info.metadata, produced=True)
-        return [ObjectAvailable(key, specs, error, info.etag)]
+        return [ObjectAvailable(key, specs, error, info.etag, seen.identity, seen.run)]
 
     def _settled(self, ins: Settle) -> None:
         rec = self.core.record(ins.computation)

@@ -1,6 +1,7 @@
 """Requests to the running orchestrator that arrive through the store: `gclo rerun` writes one object per request
-under `.gclo/requests/`, from any process or machine; this source lists them every few seconds, emits each as an
-event into the one queue, and deletes it."""
+under `.gclo/requests/`, from any process or machine; this source lists them every few seconds and emits each as
+an event into the one queue, which deletes it once the runtime has handed it to the core (a request left when the
+orchestrator stopped is taken up by the next run). A request that cannot be read is reported and deleted."""
 from __future__ import annotations
 
 import json
@@ -31,23 +32,35 @@ class RequestSource(LoopingSource):
         super().__init__()
         self.store = store
         self.interval_s = interval_s
+        self._in_flight: set[str] = set()  # emitted, not yet handled: not emitted again meanwhile
 
     def poll_once(self, emit: Emit) -> int:
         handled = 0
         for info in self.store.list(REQUESTS_PREFIX):
+            if info.key in self._in_flight:
+                continue
             try:
                 request = json.loads(self.store.get(info.key).body)
                 target = request["rerun"]
                 if not isinstance(target, str) or not target:
                     raise ValueError("'rerun' must name a computation or a key")
-                emit(RerunRequested(target, bool(request.get("downstream")), str(request.get("by", ""))[:200]))
             except ObjectNotFound:
                 continue
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring the request %s: %s", info.key, exc)
-            self.store.delete(info.key)
+                self.store.delete(info.key)
+                continue
+            self._in_flight.add(info.key)
+            emit(RerunRequested(target, bool(request.get("downstream")), str(request.get("by", ""))[:200],
+                                ack=lambda key=info.key: self._done(key)))
             handled += 1
         return handled
+
+    def _done(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        finally:
+            self._in_flight.discard(key)
 
     def _loop(self, emit: Emit) -> None:
         while not self._stopping.is_set():

@@ -149,22 +149,33 @@ class SeaweedFilerSource(LoopingSource):
                 return
             self._proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                           stdin=subprocess.DEVNULL, text=True, bufsize=1)
-        decoder = FilerStreamDecoder()
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            event = decoder.feed(line)
-            if event is None:
-                continue
-            ts = event.get("tsNs")
-            if ts is not None:
-                try:
-                    self._last_ns = max(self._last_ns or 0, int(ts))
-                except ValueError:
-                    pass
-            created = parse_filer_event(event, self.bucket, self.prefix, self.name)
-            if created is not None:
-                emit(created)
-        self._proc.wait()
+        proc = self._proc
+        try:
+            decoder = FilerStreamDecoder()
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                event = decoder.feed(line)
+                if event is None:
+                    continue
+                ts = event.get("tsNs")
+                if ts is not None:
+                    try:
+                        self._last_ns = max(self._last_ns or 0, int(ts))
+                    except (TypeError, ValueError):
+                        pass
+                created = parse_filer_event(event, self.bucket, self.prefix, self.name)
+                if created is not None:
+                    emit(created)
+        finally:  # however this ends (a crash here is restarted by the supervisor), the tail does not outlive it
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
     def _loop(self, emit: Emit) -> None:
         while not self._stopping.is_set():

@@ -4,7 +4,9 @@ under its tolerance; the tree beats the majority class).
 
     python handlers/packs/demo.py ml|sim|tree [--store DIR | --store s3://BUCKET --endpoint-url URL --filer H:P]
 
-Only the `gclo` command is used, so what this script does can be done by hand.
+Objects go in with `gclo put` and the work runs with `gclo run`, so what this script does can be done by hand;
+the report is read back with the store API. The default store, `demo-PACK-store`, is made afresh each time; a
+directory given with --store must be empty or absent.
 """
 from __future__ import annotations
 
@@ -105,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     pack = PACKS[args.pack]
     store_uri = args.store or f"demo-{args.pack}-store"
     if not store_uri.startswith("s3://"):
-        shutil.rmtree(store_uri, ignore_errors=True)
-        Path(store_uri).mkdir(parents=True)
+        if args.store is None:
+            shutil.rmtree(store_uri, ignore_errors=True)  # ours, from the last demo
+        elif Path(store_uri).exists() and any(Path(store_uri).iterdir()):
+            print(f"demo: {store_uri} is not empty; give an empty or new directory (nothing was changed)",
+                  file=sys.stderr)
+            return 2
+        Path(store_uri).mkdir(parents=True, exist_ok=True)
     store = ["--store", store_uri] + (["--endpoint-url", args.endpoint_url] if args.endpoint_url else [])
     run = [GCLO, "run", *store, "--handlers", str(pack["handlers"]), "--workers", args.workers]
     if args.filer:

@@ -14,7 +14,7 @@ from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping
 from gcl_orchestrator.gcl.metadata import read_lineage
 from gcl_orchestrator.runtime import HandlerRegistry, Orchestrator, RunOptions
 from gcl_orchestrator.sources import MemoryPushSource
-from gcl_orchestrator.sources.requests import request_rerun
+from gcl_orchestrator.sources.requests import RequestSource, request_rerun
 from gcl_orchestrator.storage import MemoryObjectStore
 from gcl_orchestrator.views import lineage_lines
 
@@ -171,5 +171,26 @@ def test_a_rerun_asked_for_through_the_store_runs_again_and_downstream_too(store
         wait_until(settled(orch, "report", 1), 10, "the first run")
         request_rerun(store, "count.txt", downstream=True, by="a test")  # a key: its producer runs again
         wait_until(settled(orch, "report", 2), 10, "the rerun downstream")
+    assert executions(runs) == ["count", "report", "count", "report"]
+    assert list(store.list(".gclo/requests/")) == []
+
+
+def test_a_rerun_request_stays_in_the_store_until_the_runtime_has_handled_it(store):
+    request_rerun(store, "count.txt", downstream=False, by="a test")
+    source = RequestSource(store)
+    got = []
+    assert source.poll_once(got.append) == 1 and got[0].computation == "count.txt"
+    assert len(list(store.list(".gclo/requests/"))) == 1  # an orchestrator stopping now leaves it for the next
+    assert source.poll_once(got.append) == 0  # not emitted twice while in flight
+    got[0].ack()
+    assert list(store.list(".gclo/requests/")) == []
+
+
+def test_a_request_left_while_nothing_ran_is_taken_up_by_the_next_run(store, tmp_path):
+    runs = tmp_path / "runs.log"
+    store.put("numbers.txt", b"1 2 3", gcl(*pipeline(runs)))
+    run_once(store)
+    request_rerun(store, "count", downstream=True, by="a test")
+    run_once(store)
     assert executions(runs) == ["count", "report", "count", "report"]
     assert list(store.list(".gclo/requests/")) == []

@@ -12,6 +12,7 @@ from gcl_orchestrator.core import Scheduler, SchedulerConfig
 from gcl_orchestrator.gcl import spec_from_mapping
 from gcl_orchestrator.model import (
     Cancel,
+    ComputationFailed,
     ComputationSucceeded,
     Dispatch,
     ObjectAvailable,
@@ -23,6 +24,7 @@ from gcl_orchestrator.model import (
     Stale,
     State,
     run_id,
+    variant,
 )
 
 
@@ -222,3 +224,117 @@ def test_a_change_upstream_runs_each_computation_once_in_order(b_changes):
     assert started(ok(c, "b", "b2" if b_changes else "b1", now=3.0)) == [("c", 2)]
     ok(c, "c", "c2", now=4.0)
     assert c.record("c").attempts == 2 and c.record("c").state is State.DONE
+
+
+@pytest.mark.parametrize("b_changes", [True, False])
+def test_a_change_two_steps_up_still_runs_each_computation_once(b_changes):
+    # Given in -> [b] -> out/b -> [m] -> out/m, and d reading both the input and out/m
+    specs = (spec("b"), spec("m", inputs=["out/b"]), spec("d", inputs=["in", "out/m"]))
+    c = core()
+    c.handle([obj("in", "v1", *specs)], 0.0)
+    ok(c, "b", "b1")
+    ok(c, "m", "m1")
+    ok(c, "d", "d1")
+    # When the input changes, d waits: out/m may change too, once b has run again
+    out = c.handle([obj("in", "v2", *specs)], 2.0)
+    assert started(out) == [("b", 2)] and c.record("d").state is State.WAITING
+    out = ok(c, "b", "b2" if b_changes else "b1", now=3.0)
+    if b_changes:  # m runs on b's new output, and d only after it
+        assert started(out) == [("m", 2)]
+        out = ok(c, "m", "m2", now=4.0)
+    assert started(out) == [("d", 2)]
+    ok(c, "d", "d2", now=5.0)
+    assert c.record("d").attempts == 2 and c.record("m").attempts == (2 if b_changes else 1)
+
+
+def test_a_rerun_that_no_pool_can_run_says_why_and_leaves_the_computation_as_it_was():
+    c = core()
+    gpu = spec("g", resources={"gpu": 1})
+    c.handle([obj("in", "v1", gpu, spec("b"))], 0.0)
+    assert c.record("g").state is State.FAILED
+    ok(c, "b", "b1")
+    out = c.handle([obj("in", "v2", gpu, spec("b"))], 1.0)  # a new input version: g cannot run still
+    assert c.record("g").state is State.FAILED and "gpu=1" in c.record("g").last_error
+    assert any("cannot run" in s.reason for s in of(out, Stale))
+    # a done computation asked to run again where no pool can run it any more stays done, saying so
+    c2 = core()
+    c2.handle([obj("out/g", "g1"), obj("in", "v1", gpu)], 0.0)
+    assert c2.record("g").state is State.DONE
+    c2.handle([RerunRequested("g", source="gclo rerun")], 1.0)
+    assert c2.record("g").state is State.DONE and "cannot run again" in c2.record("g").note
+
+
+def test_a_retry_due_while_its_input_is_deleted_waits_for_the_input():
+    c = core()
+    c.handle([obj("in", "v1", spec("b", retry={"max_attempts": 3, "initial_delay_s": 1, "jitter_s": 0}))], 0.0)
+    c.handle([ComputationFailed("b", 1, "boom")], 0.5)
+    assert c.record("b").state is State.RETRYING
+    c.handle([ObjectRemoved("in")], 0.6)
+    assert started(c.handle([], 10.0)) == []
+    assert c.record("b").state is State.WAITING and c.record("b").missing == {"in"}
+    assert started(c.handle([obj("in", "v2", spec("b", retry={"max_attempts": 3, "initial_delay_s": 1, "jitter_s": 0}))], 11.0)) \
+        == [("b", 2)]
+
+
+@pytest.mark.parametrize("run", ["foo", ":", "x:y", "99999999999999999999999:z", ""])
+def test_a_malformed_recorded_run_counts_as_not_written_by_a_run(run):
+    c = core()
+    out = c.handle([obj("in", "v1"), obj("out/b", "b1", run=run), obj("x", "x1", spec("b"))], 0.0)
+    assert started(out) == [] and c.record("b").state is State.DONE
+
+
+def test_a_recomputed_deleted_output_that_comes_out_different_reruns_its_readers():
+    c = chain()
+    c.handle([ObjectRemoved("out/b")], 2.0)
+    assert "deleted source" in c.record("c").note
+    out = ok(c, "b", "b2", now=3.0)  # its report comes before the object's own notification
+    assert started(out) == [("c", 2)] and "deleted" not in c.record("c").note
+    c.handle([obj("out/b", "b2", stamp="stamp-b2")], 3.1)
+    assert c.record("c").attempts == 2
+
+
+def test_a_failed_computation_that_succeeds_when_run_again_brings_back_what_waited_on_it():
+    c = chain_failed()
+    assert c.record("c").state is State.UPSTREAM_FAILED
+    out = c.handle([RerunRequested("b", source="gclo rerun")], 5.0)
+    assert started(out) == [("b", 2)] and c.record("c").state is State.WAITING
+    assert started(ok(c, "b", "b1", now=6.0)) == [("c", 1)]
+
+
+def test_a_rerun_of_an_upstream_failed_computation_says_what_it_waits_for_and_stays():
+    c = chain_failed()
+    out = c.handle([RerunRequested("c", source="gclo rerun")], 5.0)
+    assert started(out) == [] and c.record("c").state is State.UPSTREAM_FAILED
+    assert "upstream computation 'b' failed" in of(out, Stale)[0].reason
+
+
+def chain_failed():
+    c = core()
+    c.handle([obj("in", "v1", spec("b", retry={"max_attempts": 1}), spec("c", inputs=["out/b"]))], 0.0)
+    c.handle([ComputationFailed("b", 1, "boom", permanent=True)], 1.0)
+    assert c.record("b").state is State.FAILED
+    return c
+
+
+def test_an_output_computed_by_an_alternative_is_current_at_restart():
+    alt = spec("b", alternatives=[{"handler_type": "h2"}])
+    primary, fallback = variant(alt, 0), variant(alt, 1)
+    run = f"2:{run_id(fallback, [('in', 'v1')])}"
+    c = core()
+    out = c.handle([obj("in", "v1"), obj("out/b", "b1", run=run), obj("x", "x1", alt)], 0.0)
+    assert started(out) == [] and c.record("b").state is State.DONE
+    assert run_id(primary, [("in", "v1")]) != run.split(":")[1]
+    assert c.record("b").run_seq == 2  # a rerun after the restart is run 3, newer than the recorded one
+    (dispatch,) = of(c.handle([RerunRequested("b")], 1.0), Dispatch)
+    assert dispatch.run_seq == 3
+
+
+def test_what_waits_for_a_retired_computations_output_is_reported_as_stuck():
+    c = Scheduler(config=SchedulerConfig(pools=(PoolSpec("general", 2),), deadlock_grace_s=5.0),
+                  rng=random.Random(0))
+    c.handle([obj("src", "s1", spec("b", inputs=["src"])), obj("in", "v1", spec("c", inputs=["in", "out/b"]))],
+             0.0)
+    c.handle([obj("src", "s2")], 0.5)  # b is retired before it produced anything; c can never run
+    assert c.record("b").state is State.RETIRED
+    out = c.handle([], 10.0)
+    assert c.record("c").state is State.UPSTREAM_FAILED or c.record("c").state is State.FAILED, out
