@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_STORE ?= demo-store
 
-.PHONY: setup demo demo-local demo-ml demo-sim demo-tree test test-fast bench bench-full reliability soak clean
+.PHONY: setup demo demo-local demo-ml demo-sim demo-tree test test-fast bench bench-full bench-scale reliability soak clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,12 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/python bench/run.py --full
+
+# At scale (README, "Speed"): a tree fan-out end to end at 10k and 100k computations, then restarts of the finished
+# store. SIZES=10000,100000,1000000 for the million.
+SIZES ?= 10000,100000
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py --sizes $(SIZES)
 
 # The fault suite: kill -9, lost workers, chaotic notifications, late writers, an S3 outage, on the local store and
 # SeaweedFS. Prints scenario, runs, faults, computations, lost, duplicated, re-executions (see README, "Reliability").

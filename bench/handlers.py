@@ -49,3 +49,29 @@ def group_head(ctx):
 @handler("group_reader")
 def group_reader(ctx):
     return f"{ctx.params['i']}:{ctx.read_text()}"
+
+
+@handler("tree_root")
+def tree_root(ctx):
+    """bench-scale's tree: reads "GROUPS LEAVES" and spawns GROUPS group heads and a top join over them."""
+    groups, leaves = map(int, ctx.read_text().split())
+    joins = []
+    for g in range(groups):
+        ctx.emit(computation=f"g{g}", handler_type="tree_group", inputs=[ctx.output], output=f"groups/{g:05d}",
+                 params={"g": g, "leaves": leaves})
+        joins.append(f"joins/{g:05d}")
+    ctx.emit(computation="top", handler_type="join", inputs=joins, output="top.json")
+    return groups
+
+
+@handler("tree_group")
+def tree_group(ctx):
+    """A group head: spawns its leaves and the group's join over them."""
+    g, n = ctx.params["g"], ctx.params["leaves"]
+    outs = []
+    for i in range(n):
+        out = f"leaves/{g:05d}/{i:05d}"
+        ctx.emit(computation=f"g{g}:{i}", handler_type="leaf", inputs=[ctx.output], output=out, params={"i": i})
+        outs.append(out)
+    ctx.emit(computation=f"g{g}:join", handler_type="join", inputs=outs, output=f"joins/{g:05d}")
+    return g

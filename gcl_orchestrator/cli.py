@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fsync", action="store_true",
                    help="local store: flush every output and its metadata to disk before it counts as committed "
                         "(survives power loss; slower)")
+    r.add_argument("--rebuild", action="store_true",
+                   help="at start, read every object's metadata instead of what the journal (.gclo/journal/) "
+                        "knows of it: after the journal was lost, or objects' GCL was changed in place while "
+                        "nothing ran")
     r.add_argument("--unsafe-skip-create-check", dest="skip_create_check", action="store_true",
                    help="do not check at start that the store honours create-if-absent (If-None-Match: *); on a "
                         "server that ignores it, outputs can be written twice")
@@ -196,7 +200,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 endpoint_url=args.endpoint_url, sqs_queue=args.sqs_queue, filer=args.filer,
                 webhook_host=args.webhook_host, webhook_port=args.webhook_port, resources=args.resources,
                 pools=args.pools, ageing_per_s=args.ageing, deadlock_grace_s=_grace(args.deadlock_grace),
-                max_emit=args.max_emit, fsync=args.fsync, check_create=not args.skip_create_check))
+                max_emit=args.max_emit, fsync=args.fsync, check_create=not args.skip_create_check,
+                rebuild=args.rebuild))
         if args.command == "dev":
             return commands.dev(DevSettings(
                 handlers=args.handlers, rules=args.rules, bucket=args.bucket, data_dir=args.data_dir,

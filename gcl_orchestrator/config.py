@@ -61,6 +61,7 @@ class RunSettings:
     max_emit: int | None = None  # computations one attempt may emit (default 10,000)
     fsync: bool = False  # local store: every commit durable before it counts
     check_create: bool = True  # probe create-if-absent at start
+    rebuild: bool = False  # read every object at start, not the journal
     options: RunOptions = field(default_factory=RunOptions)
 
 
@@ -271,6 +272,7 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
     options.until_idle = settings.until_idle
     options.quiet_s = settings.quiet_s
     options.check_create = settings.check_create
+    options.rebuild = settings.rebuild
     make_sources = make_sources_factory(store, settings)
     return Orchestrator(store, executor, registry, make_sources=make_sources, rules=rules, options=options,
                         scheduling=scheduling)

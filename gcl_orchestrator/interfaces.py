@@ -98,8 +98,10 @@ class ObjectStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with `prefix`, in ascending key order, with `metadata=None`."""
+    def list(self, prefix: str = "", *, reserved: bool = True) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`, in ascending key order, with `metadata=None`. With
+        `reserved=False` keys under `.gclo/` are left out, and not even read where the store can skip them
+        (a directory is not walked; S3 is listed around the prefix)."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:

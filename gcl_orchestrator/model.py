@@ -292,7 +292,8 @@ class ObjectCreated:
 
 
 class ComputationSucceeded(NamedTuple):
-    """A handler finished and its output is committed. `specs` are the ones it emitted (None: read metadata)."""
+    """A handler finished and its output is committed. `specs` are the ones it emitted (None: the output was there
+    already and `metadata`, its own, says what follows). `metadata` is the output's, as committed."""
 
     computation: str
     attempt: int
@@ -306,6 +307,7 @@ class ComputationSucceeded(NamedTuple):
     gcl_error: str | None = None  # why the GCL of the output found already there was refused
     output_identity: str | None = None  # the committed output's bytes and GCL (model.identity)
     run: str | None = None  # the run the output records (model.run_id)
+    output_digest: str | None = None  # the MD5 of the committed output's bytes, where the store says it
 
 
 class ComputationFailed(NamedTuple):

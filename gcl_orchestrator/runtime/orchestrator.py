@@ -10,7 +10,9 @@ import logging
 import os
 import queue
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -53,7 +55,9 @@ from ..model import (
 )
 from ..gcl import RuleSet, what_follows
 from ..gcl.metadata import META_RUN, gcl_fingerprint
+from ..journal import Journal, JournalConflict, Known, load_journal
 from ..sources.requests import RequestSource
+from ..supervise import start_thread
 from ..views.status import build_status, write_status
 from .handlers import HandlerRegistry
 from .notifier import Notifier
@@ -62,6 +66,7 @@ log = logging.getLogger("gclo")
 RULES_KEY = RESERVED_PREFIX + "rules.yaml"
 _STOP = object()
 _TRY_AGAIN = object()
+_HEAD = object()  # _resolve: a HEAD is due
 MAX_REFUSED_KEYS = 100_000  # keys refused once and remembered, so a redelivery is not reported again
 EXIT_COMPONENT_FAILED = 3
 
@@ -114,6 +119,10 @@ class RunOptions:
     stop_grace_s: float = 5.0
     check_create: bool = True  # probe the store's create-if-absent before running (--unsafe-skip-create-check)
     request_interval_s: float = 2.0  # how often .gclo/requests/ (gclo rerun) is looked at
+    journal: bool = True  # keep the journal under .gclo/journal/ (and read it at start)
+    rebuild: bool = False  # at start, ignore the journal and read every object's metadata (--rebuild)
+    journal_interval_s: float = 1.0  # how often what was learned is written as a journal segment
+    metadata_readers: int = 16  # HEADs in parallel when many objects need their metadata read (a restart)
 
 
 @dataclass
@@ -225,6 +234,12 @@ class Orchestrator:
         self.notifier = Notifier(store, registry, self.queue.put, publish_completions)
         self.stats = RunStats()
         self._committed_at: dict[str, float] = {}
+        self.journal: Journal | None = None
+        self._known: dict[str, Known] = {}  # at start: what the journal knew of each object
+        self._told: set[str] = set()  # at start: outputs, in their current version, whose completion was told
+        self._journal_stop = threading.Event()
+        self._journal_thread: threading.Thread | None = None
+        self.restart: dict[str, Any] = {}  # what the start-up cost: objects listed, known, read (for benchmarks)
         self._info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "state": "starting",
                                       "store": store.describe(), "workers": executor.capacity}
 
@@ -249,7 +264,9 @@ class Orchestrator:
         interrupted = False
         try:
             self._load_store_rules()
+            self._open_journal()
             listing = self._initial_listing()
+            self._reconcile_journal(listing)
             self._sources = list(self.make_sources({k: e for k, e in listing.items() if e is not None}))
             self._sources.append(RequestSource(self.store, opts.request_interval_s))  # gclo rerun
             for source in self._sources:
@@ -258,7 +275,9 @@ class Orchestrator:
             self._info["state"] = "running"
             log.info("store %s: %d objects; listening with %s; %d worker(s)", self.store.describe(),
                      len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.capacity)
+            reads_before = self.store.request_count() or 0
             self._handle([ObjectCreated(k, e, None, "listing") for k, e in listing.items()])
+            self._start_up_read(listing, (self.store.request_count() or 0) - reads_before)
             self._save_status()  # at once: other processes (gclo status, gclo rerun) see that it runs
             last_event = last_status = last_progress = time.monotonic()
             status_every = opts.status_interval_s
@@ -296,6 +315,7 @@ class Orchestrator:
             self.executor.stop(0.0 if interrupted or self._failed_component else opts.stop_grace_s)
             self._drain_after_stop()
             self.notifier.stop()
+            self._close_journal()
             self.stats.finished = time.monotonic()
             self.stats.orchestrator_requests = self.store.request_count() or 0
             self._info["state"] = ("failed" if self._failed_component else
@@ -310,18 +330,20 @@ class Orchestrator:
         objects: list[_Seen] = []
         acks: list[Callable[[], None]] = []
         batch: list[Any] = []
+        created = [ev for ev in events if type(ev) is ObjectCreated]
+        for ev, resolved in zip(created, self._resolve_all(created)):
+            if resolved is _TRY_AGAIN:
+                continue  # not acknowledged: the notification comes again
+            if resolved is not None:
+                objects.append(resolved)
+            if ev.ack is not None:
+                acks.append(ev.ack)
         for ev in events:
             if ev is _STOP:
                 continue
             kind = type(ev)
             if kind is ObjectCreated:
-                resolved = self._resolve(ev)
-                if resolved is _TRY_AGAIN:
-                    continue  # not acknowledged: the notification comes again
-                if resolved is not None:
-                    objects.append(resolved)
-                if ev.ack is not None:
-                    acks.append(ev.ack)
+                continue  # resolved above, all at once
             elif kind is ComputationSucceeded:
                 batch.append(self._succeeded(ev))
             elif kind is ComputationFailed:
@@ -337,6 +359,8 @@ class Orchestrator:
             elif kind is ObjectRemoved:
                 if not is_reserved(ev.key):
                     log.info("deleted %s", ev.key)
+                    if self.journal is not None:
+                        self.journal.removed(ev.key)
                     batch.append(ev)
             elif kind is RerunRequested:
                 batch.append(self._rerun_target(ev))
@@ -356,10 +380,29 @@ class Orchestrator:
             except Exception as exc:  # a lost ack means a duplicate later, which is harmless
                 log.debug("acknowledging an event failed: %s", exc)
 
+    def _resolve_all(self, created: list[ObjectCreated]) -> list[Any]:
+        """Each ObjectCreated to what `_resolve` makes of it; the HEADs due are made in parallel when there are
+        many (a restart, a listing that found a directory of new files)."""
+        first = [self._resolve(ev) for ev in created]
+        due = [i for i, r in enumerate(first) if r is _HEAD]
+        if not due:
+            return first
+        keys = [created[i].key for i in due]
+        if len(keys) < 8 or self.options.metadata_readers <= 1:
+            outcomes = [self._head(k) for k in keys]
+        else:
+            with ThreadPoolExecutor(min(self.options.metadata_readers, len(keys)),
+                                    thread_name_prefix="gclo-head") as pool:
+                outcomes = list(pool.map(self._head, keys, chunksize=64))
+        for i, outcome in zip(due, outcomes):
+            first[i] = self._after_head(created[i], outcome)
+        return first
+
     def _resolve(self, ev: ObjectCreated) -> Any:
         """An ObjectCreated to what was seen of the object, its metadata read where the event did not carry it
         and the core will want it; None when it brings nothing new (the core says what is a duplicate);
-        _TRY_AGAIN when the store could not be asked (the event is not acknowledged)."""
+        _TRY_AGAIN when the store could not be asked (the event is not acknowledged); _HEAD when the store must
+        be asked (`_after_head` then says)."""
         key = ev.key
         if is_reserved(key):
             return None
@@ -373,20 +416,38 @@ class Orchestrator:
             # An event that says it all (bytes and GCL): the core compares identities, so the same bytes with
             # fixed GCL are a new version, and the same bytes and GCL again are not. No HEAD.
             seen = _Seen(key, metadata, etag, None, etag)
-            return None if self.core.knows(key, etag, seen.identity) else seen
+            if self.core.knows(key, etag, seen.identity):
+                return None
+            if self.journal is not None:
+                self.journal.seen(key, etag, etag, metadata)
+            return seen
         if self.core.knows(key, etag):
             return None  # a duplicate notification
         if metadata is None and self.core.expects_report(key):
             return _Seen(key, None, etag)  # its producer runs: the worker's report carries the GCL, no HEAD
+        known = self._known.get(key)
+        if known is not None and etag is not None and known.etag == etag:
+            return _Seen(key, known.metadata, etag, None, known.digest)  # the journal has it in this version
+        return _HEAD
+
+    def _head(self, key: str) -> Any:
         try:
-            info = self.store.head(key)
-        except ObjectNotFound:
-            return None  # deleted since it was reported
-        except UnreadableObject as exc:
-            return _Seen(key, None, etag, exc.reason)  # the object's own fault: reported against it, once
+            return self.store.head(key)
         except GclError as exc:
-            self._incident(key, f"could not read metadata: {exc}")
+            return exc
+
+    def _after_head(self, ev: ObjectCreated, outcome: Any) -> Any:
+        key, etag = ev.key, ev.etag
+        if isinstance(outcome, ObjectNotFound):
+            return None  # deleted since it was reported
+        if isinstance(outcome, UnreadableObject):
+            return _Seen(key, None, etag, outcome.reason)  # the object's own fault: reported against it, once
+        if isinstance(outcome, GclError):
+            self._incident(key, f"could not read metadata: {outcome}")
             return _TRY_AGAIN  # not remembered, so a later notification or listing tries again
+        info = outcome
+        if self.journal is not None:
+            self.journal.seen(key, info.etag, info.digest, info.metadata)
         if self.core.knows(key, info.etag):
             return None
         return _Seen(key, info.metadata, info.etag, None, info.digest)  # the core tells a new version by identity
@@ -452,6 +513,8 @@ class Orchestrator:
         if rec is None:
             return ev
         output = rec.spec.output
+        if self.journal is not None:
+            self.journal.seen(output, ev.output_etag, ev.output_digest, ev.metadata)
         self.stats.succeeded += 1
         self.stats.last_success = time.monotonic()
         self.stats.success_times.append(self.stats.last_success)
@@ -520,7 +583,8 @@ class Orchestrator:
                     what = f" computation {ins.computation!r}" if ins.computation else ""
                     log.warning("rejected GCL from %s%s: %s", ins.source, what, ins.reason)
                 elif kind is Notify:
-                    self.notifier.notify(ins.handler_type, ins.completion)
+                    if not self._told_before(ins.completion):
+                        self.notifier.notify(ins.handler_type, ins.completion)
                 elif kind is ReadGcl:
                     pending.extend(self._read_gcl(ins.key))
                 elif kind is Stale:
@@ -549,6 +613,8 @@ class Orchestrator:
             self._incident(key, f"could not read metadata: {exc}")
             return []
         seen = _Seen(key, info.metadata, info.etag, None, info.digest)
+        if self.journal is not None:
+            self.journal.seen(key, info.etag, info.digest, info.metadata)
         specs, error = self._what_follows(key, info.metadata, produced=True)
         return [ObjectAvailable(key, specs, error, info.etag, seen.identity, seen.run)]
 
@@ -561,9 +627,18 @@ class Orchestrator:
         elif ins.detail:
             log.info("done    %s: %s", ins.computation, ins.detail)
         if rec is not None:
-            self.notifier.publish(Completion(rec.name, rec.state, rec.spec.output, rec.attempts,
-                                             rec.last_error if rec.state is not State.DONE else None,
-                                             rec.produced_by))
+            completion = Completion(rec.name, rec.state, rec.spec.output, rec.attempts,
+                                    rec.last_error if rec.state is not State.DONE else None, rec.produced_by)
+            if self._told_before(completion):
+                return
+            self.notifier.publish(completion)
+            if rec.state is State.DONE and self.journal is not None:
+                self.journal.told(rec.spec.output)
+
+    def _told_before(self, completion: Completion) -> bool:
+        """At start-up, a computation found done whose completion an earlier run told (the journal says so) is
+        not told again: completion handlers and `.gclo/events/` see each output's completion once."""
+        return completion.state is State.DONE and completion.output in self._told
 
     def _component_failed(self, ev: ComponentFailed) -> None:
         log.error("%s cannot go on: %s; stopping (exit code %d)", ev.component, ev.message, EXIT_COMPONENT_FAILED)
@@ -585,7 +660,72 @@ class Orchestrator:
             self._incident(RULES_KEY, f"ignored: {exc}")
 
     def _initial_listing(self) -> dict[str, str | None]:
-        return {info.key: info.etag for info in self.store.list() if not is_reserved(info.key)}
+        return {info.key: info.etag for info in self.store.list(reserved=False) if not is_reserved(info.key)}
+
+    # --- the journal -------------------------------------------------------------------------------------------
+
+    def _open_journal(self) -> None:
+        """Read what the journal knows (unless --rebuild), then keep writing it from a thread of its own."""
+        opts = self.options
+        if not opts.journal:
+            return
+        loaded = load_journal(self.store)
+        if opts.rebuild:
+            log.info("journal: --rebuild, so every object's metadata is read (the journal goes on from "
+                     "segment %d)", loaded.next_seq)
+        else:
+            self._known = loaded.objects
+            if loaded.objects or loaded.segments:
+                log.info("journal: %d object(s) known (snapshot %d and %d segment(s) after it)",
+                         len(loaded.objects), loaded.snapshot_seq, loaded.segments)
+        self.restart.update(journal_known=len(self._known), journal_reads=loaded.requests)
+        self.journal = Journal(self.store, loaded.next_seq, loaded.snapshot_seq)
+        self._journal_stop.clear()
+        self._journal_thread = start_thread("gclo-journal", self._journal_loop, self.queue.put,
+                                            self._journal_stop, critical=True)
+
+    def _reconcile_journal(self, listing: Mapping[str, str | None]) -> None:
+        """What the journal knows of objects no longer in the store is recorded as gone; outputs still in the
+        version whose completion was told are not told again."""
+        if self.journal is None:
+            return
+        for key, known in self._known.items():
+            etag = listing.get(key, False)
+            if etag is False:
+                self.journal.removed(key)
+            elif known.told and known.etag == etag:
+                self._told.add(key)
+
+    def _start_up_read(self, listing: Mapping[str, str | None], requests: int) -> None:
+        known = sum(1 for k, e in listing.items() if (j := self._known.get(k)) is not None and j.etag == e)
+        self.restart.update(listed=len(listing), from_journal=known, metadata_requests=requests)
+        if self._known:
+            log.info("start-up: %d of %d object(s) as the journal knew them, the others' metadata read (%d "
+                     "request(s))", known, len(listing), requests)
+        self._known, self._told = {}, set()  # only the start needs them
+
+    def _journal_loop(self) -> None:
+        while not self._journal_stop.wait(self.options.journal_interval_s):
+            self._flush_journal()
+
+    def _flush_journal(self) -> None:
+        try:
+            self.journal.flush()  # type: ignore[union-attr]
+        except JournalConflict as exc:
+            log.error("journal: %s", exc)
+            self.queue.put(ComponentFailed("journal", str(exc)))
+            self._journal_stop.set()
+        except GclError as exc:
+            log.warning("journal: could not write to %s: %s (kept for the next try)", self.store.describe(), exc)
+
+    def _close_journal(self) -> None:
+        if self.journal is None:
+            return
+        self._journal_stop.set()
+        if self._journal_thread is not None:
+            self._journal_thread.join()
+            self._journal_thread = None
+        self._flush_journal()
 
     def _incident(self, key: str | None, message: str) -> None:
         log.warning("%s: %s", key or "orchestrator", message)

@@ -113,13 +113,14 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
         return ComputationSucceeded(spec.computation, task.attempt, info.etag, None, info.metadata,
                                     time.perf_counter() - started, committed_at=time.time(), requests=requests(),
                                     output_identity=identity(info.digest, gcl_fingerprint(info.metadata)),
-                                    run=metadata_get(info.metadata, META_RUN))
+                                    run=metadata_get(info.metadata, META_RUN), output_digest=info.digest)
     audit.record("commit", spec.computation, task.attempt, key=spec.output, etag=info.etag, run=run)
-    return ComputationSucceeded(spec.computation, task.attempt, info.etag, ctx.emitted, None,
+    return ComputationSucceeded(spec.computation, task.attempt, info.etag, ctx.emitted, encoded.metadata,
                                 time.perf_counter() - started,
                                 spec.handler_type if ctx.wants_completions else None,
                                 committed_at=time.time(), requests=requests(),
-                                output_identity=identity(info.digest, gcl_fingerprint(encoded.metadata)), run=run)
+                                output_identity=identity(info.digest, gcl_fingerprint(encoded.metadata)), run=run,
+                                output_digest=info.digest)
 
 
 def _commit(store: ObjectStore, task: Task, body: bytes, metadata: dict[str, str], run: str) -> tuple[Any, bool]:

@@ -44,7 +44,7 @@ class PollingSource(LoopingSource):
         now = self._clock()
         listing: dict[str, str] = {}
         present: set[str] = set()
-        for info in self.store.list(self.prefix):
+        for info in self.store.list(self.prefix, reserved=False):
             if is_reserved(info.key):
                 continue
             present.add(info.key)
@@ -60,10 +60,19 @@ class PollingSource(LoopingSource):
                 + [ObjectRemoved(k, self.name) for k in gone])
 
     def _loop(self, emit: Emit) -> None:
+        passes = 0
         while not self._stopping.is_set():
+            started = time.monotonic()
             try:
                 for ev in self.scan():
                     emit(ev)
             except GclError as exc:
                 log.warning("polling %s failed: %s (next try in %.1fs)", self.store.describe(), exc, self.interval_s)
-            self._stopping.wait(self.interval_s)
+            took = time.monotonic() - started
+            passes += 1
+            # A pass never takes more than a fifth of the time: on a large store the passes space out.
+            wait = max(self.interval_s, 4 * took)
+            if wait > self.interval_s and (passes == 1 or passes % 100 == 0):
+                log.info("%s: a full listing of %s took %.1fs (%d objects); the next in %.0fs", self.name,
+                         self.store.describe(), took, len(self._known), wait)
+            self._stopping.wait(wait)

@@ -166,8 +166,11 @@ class LocalDirectoryStore(ObjectStore):
         except OSError:
             pass  # only a cache: the digest is read again next time
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Walks only the directories that can hold keys with `prefix`; skips our temp files."""
+    def list(self, prefix: str = "", *, reserved: bool = True) -> Iterator[ObjectInfo]:
+        """Walks only the directories that can hold keys with `prefix`; skips our temp files, and with
+        `reserved=False` the whole of `.gclo/`."""
+        if not reserved and prefix.startswith(RESERVED_PREFIX):
+            return iter(())
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base if base else self.root
         found: list[ObjectInfo] = []
@@ -184,7 +187,7 @@ class LocalDirectoryStore(ObjectStore):
                 key = key_prefix + entry.name
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        if key + "/" == INTERNAL_DIR:
+                        if key + "/" == INTERNAL_DIR or (not reserved and key + "/" == RESERVED_PREFIX):
                             continue
                         if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
                             stack.append((Path(entry.path), key + "/"))

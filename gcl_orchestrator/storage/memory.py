@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Mapping
 
 from ..errors import ObjectAlreadyExists, ObjectChanged, ObjectNotFound
 from ..interfaces import ObjectInfo, ObjectStore, StoredObject
-from ..model import check_key, normalize_metadata
+from ..model import RESERVED_PREFIX, check_key, normalize_metadata
 
 _names = itertools.count(1)
 # memory://NAME stores shared inside one process, so a URI can be reopened (by thread executors, tests).
@@ -96,13 +96,15 @@ class MemoryObjectStore(ObjectStore):
             listener(info)
         return info
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", *, reserved: bool = True) -> Iterator[ObjectInfo]:
         with self._lock:
             start = bisect.bisect_left(self._keys, prefix)
             found = []
             for key in itertools.islice(self._keys, start, None):
                 if not key.startswith(prefix):
                     break
+                if not reserved and key.startswith(RESERVED_PREFIX):
+                    continue
                 info = self._objects[key].info
                 found.append(ObjectInfo(info.key, info.etag, info.size, info.modified, None))
         return iter(found)

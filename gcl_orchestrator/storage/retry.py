@@ -74,8 +74,8 @@ class RetryingStore(ObjectStore):
         # callers tell their own commit from someone else's by what the object says (its run).
         return self._call(lambda: self.inner.replace(key, body, metadata, expected_etag=expected_etag))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return iter(self._call(lambda: list(self.inner.list(prefix))))
+    def list(self, prefix: str = "", *, reserved: bool = True) -> Iterator[ObjectInfo]:
+        return iter(self._call(lambda: list(self.inner.list(prefix, reserved=reserved))))
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.inner.delete(key))

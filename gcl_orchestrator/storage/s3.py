@@ -36,7 +36,7 @@ from ..errors import (
     UnreadableObject,
 )
 from ..interfaces import ObjectInfo, ObjectStore, StoredObject
-from ..model import check_key, header_value, normalize_metadata
+from ..model import RESERVED_PREFIX, check_key, header_value, normalize_metadata
 
 T = TypeVar("T")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -341,18 +341,36 @@ class S3ObjectStore(ObjectStore):
                 expected_etag: str) -> ObjectInfo:
         return self._write(key, body, metadata, expected=expected_etag)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", *, reserved: bool = True) -> Iterator[ObjectInfo]:
         full_prefix = self.prefix + prefix
+        skip = self.prefix + RESERVED_PREFIX
+        # Without .gclo/: S3 lists keys in ascending order, so the listing stops where .gclo/ begins and a second
+        # one starts after its last key (`~` sorts after every character our keys there use; anything listed
+        # beyond it is still filtered out below).
+        ranges: list[tuple[str | None, str | None]] = [(None, None)]
+        if not reserved and skip.startswith(full_prefix):
+            ranges = [(None, skip), (skip + "~", None)]
 
         def fetch() -> list[ObjectInfo]:
             out = []
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                               Prefix=full_prefix):
-                for item in page.get("Contents", ()):
-                    key = item["Key"][len(self.prefix):]
-                    etag = self._etag(item.get("ETag"))
-                    out.append(ObjectInfo(key, etag, int(item.get("Size", 0)), item["LastModified"].timestamp(),
-                                          None, etag))
+            for start_after, stop_at in ranges:
+                args = {"Bucket": self.bucket, "Prefix": full_prefix}
+                if start_after is not None:
+                    args["StartAfter"] = start_after
+                for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+                    contents = page.get("Contents", ())
+                    for item in contents:
+                        if stop_at is not None and item["Key"] >= stop_at:
+                            break
+                        key = item["Key"][len(self.prefix):]
+                        if not reserved and key.startswith(RESERVED_PREFIX):
+                            continue
+                        etag = self._etag(item.get("ETag"))
+                        out.append(ObjectInfo(key, etag, int(item.get("Size", 0)),
+                                              item["LastModified"].timestamp(), None, etag))
+                    else:
+                        continue
+                    break  # reached stop_at: the rest of this range is not asked for
             return out
 
         found = self._call(fetch)

@@ -152,6 +152,18 @@ def test_reserved_prefix_is_an_ordinary_namespace_at_this_level(store):
     assert ".gclo/state/status.json" in [i.key for i in store.list()]
 
 
+def test_a_listing_without_reserved_keys_leaves_out_only_gclo(store):
+    keys = ["-first", ".gclo/journal/seg/000000000001.jsonl.gz", ".gclo/state/status.json", ".gclo-not-reserved",
+            ".gclo0", ".gclp", "a/1", "a/.gclo/not-reserved", "z"]
+    for key in keys:
+        store.put(key, b"x")
+    mine = [k for k in keys if not k.startswith(".gclo/")]
+    assert [i.key for i in store.list(reserved=False)] == sorted(mine)
+    assert [i.key for i in store.list("a/", reserved=False)] == ["a/.gclo/not-reserved", "a/1"]
+    assert [i.key for i in store.list(".gclo/", reserved=False)] == []
+    assert [i.key for i in store.list()] == sorted(keys)
+
+
 def test_delete_is_idempotent(store):
     store.put("gone", b"x", {"a": "b"})
     store.delete("gone")

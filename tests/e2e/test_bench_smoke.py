@@ -21,3 +21,15 @@ def test_every_benchmark_runs_and_reports_every_figure(tmp_path):
     for expected in ("core chain @", "core dynamic growth", "local store: steady throughput",
                      "local store: write-to-dispatch p50", "Dask wall / our wall", "SeaweedFS: S3 requests per computation"):
         assert any(f.startswith(expected) for f in figures), (expected, figures)
+
+
+def test_the_scale_benchmark_runs_a_small_tree_and_its_restarts(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--sizes", "300,600", "--results",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = tmp_path.glob("scale-*.json")
+    raw = json.loads(result.read_text())["raw"]
+    for size in raw.values():
+        journal, rebuild = size["restart"]["journal"], size["restart"]["rebuild"]
+        assert journal["exit_code"] == rebuild["exit_code"] == 0 and journal["reran"] == rebuild["reran"] == 0
+        assert journal["from_journal"] == journal["listed"] and rebuild["from_journal"] == 0

@@ -1,0 +1,85 @@
+"""The journal (.gclo/journal/) on every store: what it writes and reads, compaction, a second writer."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from gcl_orchestrator.journal import JOURNAL_PREFIX, Journal, JournalConflict, load_journal
+
+
+def test_what_is_recorded_is_read_back_later_records_winning(store):
+    journal = Journal(store, load_journal(store).next_seq)
+    journal.seen("a", "e1", "d1", {"gcl": "[]"})
+    journal.seen("b", "e2", None, {})
+    journal.flush()
+    journal.seen("a", "e3", "d3", {"gcl-run": "2:x"})
+    journal.removed("b")
+    journal.seen("ignored", None, None, {"gcl": "[]"})  # no version: nothing a restart could use
+    journal.flush()
+    loaded = load_journal(store)
+    assert set(loaded.objects) == {"a"}
+    assert (loaded.objects["a"].etag, loaded.objects["a"].digest) == ("e3", "d3")
+    assert loaded.objects["a"].metadata == {"gcl-run": "2:x"}
+    assert loaded.next_seq == 3 and loaded.segments == 2
+
+
+def test_compaction_writes_a_snapshot_and_deletes_what_it_covers(store):
+    journal = Journal(store, 1, compact_every=3)
+    for i in range(7):
+        journal.seen(f"k{i}", f"e{i}", None, {"i": str(i)})
+        journal.flush()
+    keys = sorted(info.key for info in store.list(JOURNAL_PREFIX))
+    assert keys == [f"{JOURNAL_PREFIX}seg/{7:012d}.jsonl.gz", f"{JOURNAL_PREFIX}snap/{6:012d}.json.gz"]
+    loaded = load_journal(store)
+    assert sorted(loaded.objects) == [f"k{i}" for i in range(7)]
+    assert (loaded.snapshot_seq, loaded.segments, loaded.next_seq) == (6, 1, 8)
+
+
+def test_a_second_writer_is_refused_not_interleaved(store):
+    first = Journal(store, 1)
+    second = Journal(store, 1)  # started from the same journal: it would write the same segment numbers
+    first.seen("a", "e1", None, {})
+    first.flush()
+    second.seen("b", "e2", None, {})
+    with pytest.raises(JournalConflict, match="segment 1 .*another orchestrator"):
+        second.flush()
+    assert second.pending() == 1  # nothing lost: still buffered
+    assert set(load_journal(store).objects) == {"a"}
+
+
+def test_a_segment_whose_create_was_retried_after_success_is_our_own(store):
+    journal = Journal(store, 1)
+    real_create = store.create
+
+    def create_twice(key, body, metadata=None):  # the answer to the first create was lost; the retry finds it
+        real_create(key, body, metadata)
+        return real_create(key, body, metadata)
+
+    store.create = create_twice
+    journal.seen("a", "e1", None, {})
+    journal.flush()
+    store.create = real_create
+    assert journal.next_seq == 2 and set(load_journal(store).objects) == {"a"}
+
+
+def test_a_damaged_journal_is_ignored_with_a_warning_and_its_numbers_not_reused(store, caplog):
+    store.put(f"{JOURNAL_PREFIX}seg/{4:012d}.jsonl.gz", b"not gzip")
+    loaded = load_journal(store)
+    assert loaded.objects == {} and loaded.next_seq == 5
+    assert "cannot be read" in caplog.text and "reading the objects instead" in caplog.text
+
+
+def test_a_journal_of_another_format_is_not_misread(store):
+    body = gzip.compress(json.dumps({"journal": 99, "seq": 1}).encode() + b"\n")
+    store.put(f"{JOURNAL_PREFIX}seg/{1:012d}.jsonl.gz", body)
+    assert load_journal(store).objects == {}
+
+
+def test_metadata_too_large_for_s3_is_not_journaled(store):
+    journal = Journal(store, 1)
+    journal.seen("huge", "e1", None, {"gcl": "x" * 100_000})
+    journal.seen("fine", "e2", None, {"gcl": "[]"})
+    journal.flush()
+    assert set(load_journal(store).objects) == {"fine"}
