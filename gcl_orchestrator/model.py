@@ -4,6 +4,7 @@ object keys and metadata rules. Nothing here does I/O.
 from __future__ import annotations
 
 import dataclasses
+from collections import abc
 import enum
 import functools
 import hashlib
@@ -169,7 +170,9 @@ class FrozenDict(dict):
 
 def freeze(value: Any) -> Any:
     """Deep-freeze JSON-like data: dicts become FrozenDict, lists tuples."""
-    if isinstance(value, Mapping):
+    if isinstance(value, (str, int, float, type(None))):  # the common case first: the ABC check costs more
+        return value
+    if isinstance(value, (dict, abc.Mapping)):
         return FrozenDict({k: freeze(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
@@ -178,7 +181,9 @@ def freeze(value: Any) -> Any:
 
 def thaw(value: Any) -> Any:
     """The inverse of freeze: plain dicts and lists, for handlers and JSON."""
-    if isinstance(value, Mapping):
+    if isinstance(value, (str, int, float, type(None))):
+        return value
+    if isinstance(value, (dict, abc.Mapping)):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [thaw(v) for v in value]

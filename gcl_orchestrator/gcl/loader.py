@@ -6,6 +6,7 @@ the safe loader and converted by hand, so aliases, nesting depth and document si
 from __future__ import annotations
 
 import json
+from collections import abc
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Mapping
@@ -217,7 +218,7 @@ def _json_type(value: Any) -> str:
 
 def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tuple[Path, str]]]:
     found: list[tuple[Path, str]] = []
-    if not isinstance(item, Mapping):
+    if not isinstance(item, (dict, abc.Mapping)):  # dict first: the ABC check alone costs more
         return None, [(path, f"a computation must be a mapping, not {_json_type(item)}")]
     if not _valid(item):
         for err in _validator().iter_errors(item):

@@ -67,6 +67,7 @@ RULES_KEY = RESERVED_PREFIX + "rules.yaml"
 _STOP = object()
 _TRY_AGAIN = object()
 _HEAD = object()  # _resolve: a HEAD is due
+MAX_COMMIT_TIMES = 100_000  # outputs whose commit time is kept, for the write-to-dispatch statistic
 MAX_REFUSED_KEYS = 100_000  # keys refused once and remembered, so a redelivery is not reported again
 EXIT_COMPONENT_FAILED = 3
 
@@ -125,6 +126,28 @@ class RunOptions:
     metadata_readers: int = 16  # HEADs in parallel when many objects need their metadata read (a restart)
 
 
+class Thinned:
+    """A bounded record of a long series: every value until `limit`, then every other one kept (and from then on
+    one in `stride`), so that a run of any length keeps at most `limit` values spread evenly over it."""
+
+    def __init__(self, limit: int = 100_000):
+        self.limit = limit
+        self.values: list[float] = []
+        self.stride = 1
+        self.count = 0  # values offered, kept or not
+
+    def append(self, value: float) -> None:
+        if self.count % self.stride == 0:
+            self.values.append(value)
+            if len(self.values) >= self.limit:
+                del self.values[1::2]
+                self.stride *= 2
+        self.count += 1
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 @dataclass
 class RunStats:
     """What a run cost: for benchmarks, and the end-of-run log line."""
@@ -136,24 +159,24 @@ class RunStats:
     succeeded: int = 0
     worker_requests: int = 0
     orchestrator_requests: int = 0
-    # seconds from an output's commit (in a worker) to the dispatch of a computation that reads it
-    write_to_dispatch_s: list[float] = field(default_factory=list)
-    success_times: list[float] = field(default_factory=list)  # monotonic, in order
+    # seconds from an output's commit (in a worker) to the dispatch of a computation that reads it (bounded)
+    write_to_dispatch_s: Thinned = field(default_factory=Thinned)
+    success_times: Thinned = field(default_factory=Thinned)  # monotonic, in order (bounded)
 
     def steady_rate(self) -> float | None:
         """Successes per second between the 10th and the 90th percentile of success times: the rate once work
         flows, without start-up, a slow first computation or a long last one (a join reading every part)."""
-        times = self.success_times
+        times = self.success_times.values
         n = len(times)
         if n < 10:
             span = (self.last_success - self.first_dispatch) if self.first_dispatch and self.last_success else 0
             return self.succeeded / span if span else None
         lo, hi = n // 10, n - 1 - n // 10
         span = times[hi] - times[lo]
-        return (hi - lo) / span if span > 0 else None
+        return (hi - lo) * self.success_times.stride / span if span > 0 else None
 
     def summary(self) -> dict[str, Any]:
-        lat = sorted(self.write_to_dispatch_s)
+        lat = sorted(self.write_to_dispatch_s.values)
 
         def pct(p: float) -> float | None:
             return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
@@ -237,6 +260,8 @@ class Orchestrator:
         self.journal: Journal | None = None
         self._known: dict[str, Known] = {}  # at start: what the journal knew of each object
         self._told: set[str] = set()  # at start: outputs, in their current version, whose completion was told
+        self._starting = False  # the start-up batch (the whole listing) is being handled
+        self._found_done = 0  # computations the start-up batch found done
         self._journal_stop = threading.Event()
         self._journal_thread: threading.Thread | None = None
         self.restart: dict[str, Any] = {}  # what the start-up cost: objects listed, known, read (for benchmarks)
@@ -276,7 +301,9 @@ class Orchestrator:
             log.info("store %s: %d objects; listening with %s; %d worker(s)", self.store.describe(),
                      len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.capacity)
             reads_before = self.store.request_count() or 0
+            self._starting = True
             self._handle([ObjectCreated(k, e, None, "listing") for k, e in listing.items()])
+            self._starting = False
             self._start_up_read(listing, (self.store.request_count() or 0) - reads_before)
             self._save_status()  # at once: other processes (gclo status, gclo rerun) see that it runs
             last_event = last_status = last_progress = time.monotonic()
@@ -471,9 +498,8 @@ class Orchestrator:
                 out.append(ObjectAvailable(key, None, None, seen.etag))  # its producer's report brings the GCL
             else:
                 specs, error = declared[key]
-                if not specs and error is None:
-                    produced = key in outputs or self.core.producer_state(key) is not None
-                    specs, error = self._what_follows(key, seen.metadata, produced=produced)
+                if not specs and error is None and key not in outputs and self.core.producer_state(key) is None:
+                    specs, error = self._what_follows(key, seen.metadata, produced=False)  # rules may apply
                 out.append(ObjectAvailable(key, specs, error, seen.etag, seen.identity, seen.run))
         return out
 
@@ -521,6 +547,8 @@ class Orchestrator:
         self.stats.worker_requests += ev.requests
         if ev.committed_at:
             self._committed_at[output] = ev.committed_at
+            if len(self._committed_at) > MAX_COMMIT_TIMES:  # statistics only: the oldest goes
+                del self._committed_at[next(iter(self._committed_at))]
         if ev.specs is None:  # the output was already there: its own metadata says what follows
             specs, error = self._what_follows(output, ev.metadata, produced=True)
             log.info("done    %s #%d: output %s was already there; kept it", ev.computation, ev.attempt, output)
@@ -624,6 +652,9 @@ class Orchestrator:
             log.warning("FAILED  %s: %s", ins.computation, ins.detail)
         elif ins.state is State.UPSTREAM_FAILED:
             log.warning("UPSTREAM-FAILED %s: %s", ins.computation, ins.detail)
+        elif self._starting and ins.state is State.DONE:
+            self._found_done += 1  # one line for all of them, after the start-up batch
+            log.debug("done    %s: %s", ins.computation, ins.detail)
         elif ins.detail:
             log.info("done    %s: %s", ins.computation, ins.detail)
         if rec is not None:
@@ -698,7 +729,11 @@ class Orchestrator:
 
     def _start_up_read(self, listing: Mapping[str, str | None], requests: int) -> None:
         known = sum(1 for k, e in listing.items() if (j := self._known.get(k)) is not None and j.etag == e)
-        self.restart.update(listed=len(listing), from_journal=known, metadata_requests=requests)
+        self.restart.update(listed=len(listing), from_journal=known, metadata_requests=requests,
+                            found_done=self._found_done)
+        if self._found_done:
+            log.info("start-up: %d computation(s) already done (their outputs are in the store); not run",
+                     self._found_done)
         if self._known:
             log.info("start-up: %d of %d object(s) as the journal knew them, the others' metadata read (%d "
                      "request(s))", known, len(listing), requests)

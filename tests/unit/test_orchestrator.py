@@ -266,3 +266,14 @@ def test_the_audit_trail_records_each_start_and_commit_and_a_late_writer_keeps_t
     entries = [(e["event"], e["computation"], e["attempt"], e.get("key")) for e in audit.read(trail)]
     assert entries == [("start", "copy", 1, None), ("commit", "copy", 1, "out.txt"),
                        ("start", "copy", 1, None), ("kept", "copy", 1, "out.txt")]
+
+
+def test_run_statistics_stay_bounded_over_a_long_run_and_keep_the_rate():
+    from gcl_orchestrator.runtime.orchestrator import RunStats, Thinned
+
+    stats = RunStats(success_times=Thinned(limit=1000))
+    for i in range(250_000):  # a success every millisecond
+        stats.success_times.append(i / 1000)
+    stats.succeeded = 250_000
+    assert len(stats.success_times) < 1000
+    assert stats.steady_rate() == pytest.approx(1000, rel=0.01)

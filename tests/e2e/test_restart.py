@@ -1,0 +1,89 @@
+"""`gclo run` restarted on a finished store: it reads the journal and lists the store, and reads one by one only
+what changed while nothing ran, on the local store and on SeaweedFS; a second orchestrator on the same journal
+is refused."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+
+import boto3
+import pytest
+
+from gcl_orchestrator.journal import Journal, load_journal
+from gcl_orchestrator.storage import open_store
+
+from ..conftest import wait_until
+from .test_gclo_cli import GCLO, TEST_HANDLERS, gcl, gclo, run_until_idle
+
+pytestmark = pytest.mark.e2e
+START_UP = re.compile(r"start-up: (\d+) of (\d+) object\(s\) as the journal knew them, the others' metadata read "
+                      r"\((\d+) request\(s\)\)")
+
+
+@pytest.fixture(params=["local", "seaweedfs"])
+def target(request, tmp_path):
+    if request.param == "local":
+        return [str(tmp_path / "bucket")], []
+    server = request.getfixturevalue("seaweedfs")
+    bucket = f"restart-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket=bucket)
+    return [f"s3://{bucket}", "--endpoint-url", server.endpoint], ["--filer", server.filer]
+
+
+def test_a_restart_reads_what_changed_not_every_object(target, tmp_path):
+    store_args, event_args = target
+    runs = tmp_path / "runs.log"
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text(" ".join(str(i) for i in range(1, 41)))
+    spec = gcl(computation="split", handler_type="split", inputs=["in/numbers.txt"], output="numbers.json",
+               params={"runs": str(runs)})
+    assert gclo("put", numbers, "in/numbers.txt", "--store", *store_args, "--gcl", spec).returncode == 0
+    first = run_until_idle(store_args[0], *store_args[1:], *event_args)
+    assert first.returncode == 0, first.stderr
+    executed = runs.read_text().split()
+    assert len(executed) == 42  # split, 40 doubles, total
+
+    again = run_until_idle(store_args[0], *store_args[1:], *event_args)
+    assert again.returncode == 0, again.stderr
+    known, listed, requests = map(int, START_UP.search(again.stderr).groups())
+    assert known == listed == 43 and requests <= 2  # no HEAD; at most the sidecar of the split's 41 specs
+    assert "43 computation(s) already done" not in again.stderr  # 42: the input is not a computation
+    assert "42 computation(s) already done" in again.stderr and runs.read_text().split() == executed
+
+    numbers.write_text(" ".join(str(i) for i in range(1, 42)))  # replaced while nothing runs
+    assert gclo("put", numbers, "in/numbers.txt", "--store", *store_args, "--gcl", spec).returncode == 0
+    third = run_until_idle(store_args[0], *store_args[1:], *event_args)
+    assert third.returncode == 0, third.stderr
+    known, listed, _ = map(int, START_UP.search(third.stderr).groups())
+    assert (known, listed) == (42, 43)
+    store = open_store(store_args[0] + (f"?endpoint_url={store_args[2]}" if len(store_args) > 1 else ""))
+    assert json.loads(store.get("total.json").body) == {"sum": 41 * 42, "parts": 41}
+
+    rebuilt = run_until_idle(store_args[0], *store_args[1:], *event_args, "--rebuild")
+    assert rebuilt.returncode == 0 and "--rebuild, so every object's metadata is read" in rebuilt.stderr
+
+
+def test_a_second_writer_of_the_journal_stops_the_orchestrator_with_exit_code_3(tmp_path):
+    store_dir = tmp_path / "bucket"
+    data = tmp_path / "data.txt"
+    data.write_text("x")
+    echo = gcl(computation="copy", handler_type="echo", inputs=["in/a.txt"], output="out/a.txt")
+    assert gclo("put", data, "in/a.txt", "--store", store_dir, "--gcl", echo).returncode == 0
+    proc = subprocess.Popen([*GCLO, "run", "--store", str(store_dir), "--handlers", TEST_HANDLERS, "--workers", "1"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        store = open_store(str(store_dir))
+        wait_until(lambda: "out/a.txt" in load_journal(store).objects, 30)
+        intruder = Journal(store, load_journal(store).next_seq)  # another orchestrator, one segment ahead
+        intruder.seen("in/other.txt", "e", None, {})
+        intruder.flush()
+        echo_b = gcl(computation="copy-b", handler_type="echo", inputs=["in/b.txt"], output="out/b.txt")
+        assert gclo("put", data, "in/b.txt", "--store", store_dir, "--gcl", echo_b).returncode == 0
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, err
+    assert "was written by another orchestrator" in err and "only one orchestrator may run on a store" in err
+    assert "Traceback" not in err
