@@ -1,5 +1,6 @@
 # gcl-orchestrator: everything a fresh machine needs goes through these targets.
-#   make demo   set up, then run the analytics pipeline on the bundled weather data through a local S3 server
+#   make demo   set up, then run the analytics pipeline on the bundled weather data on the embedded default store,
+#               a local directory
 #   make test   set up, then run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_STORE ?= demo-store
 
-.PHONY: setup demo demo-local demo-ml demo-sim demo-tree test test-fast bench bench-full bench-scale reliability soak clean
+.PHONY: setup demo demo-local demo-s3 demo-ml demo-sim demo-tree test test-fast bench bench-full bench-scale reliability soak clean
 
 setup: $(STAMP)
 
@@ -19,15 +20,9 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# The demo goes through the S3 protocol end to end: gclo dev starts SeaweedFS on 127.0.0.1, uploads the CSV,
-# runs the pipeline until idle, prints the status and the report, and stops the server.
+# The main job on the embedded default, a local directory (no server at all): the bundled CSV is copied in, the
+# pipeline runs until idle, then the status and the report are printed.
 demo: $(STAMP)
-	$(BIN)/gclo dev --handlers handlers/analytics.py --rules handlers/rules.yaml \
-		--put handlers/data/seattle-weather.csv incoming/seattle-weather.csv \
-		--until-idle --show reports/seattle-weather.md
-
-# The same pipeline on the embedded default, a local directory (no server at all).
-demo-local: $(STAMP)
 	rm -rf $(DEMO_STORE)
 	mkdir -p $(DEMO_STORE)/incoming
 	cp handlers/data/seattle-weather.csv $(DEMO_STORE)/incoming/
@@ -36,6 +31,15 @@ demo-local: $(STAMP)
 	$(BIN)/gclo status --store $(DEMO_STORE)
 	@echo
 	@cat $(DEMO_STORE)/reports/seattle-weather.md
+
+demo-local: demo
+
+# The same pipeline through the S3 protocol end to end: gclo dev starts SeaweedFS on 127.0.0.1, uploads the CSV,
+# runs the pipeline until idle, prints the status and the report, and stops the server.
+demo-s3: $(STAMP)
+	$(BIN)/gclo dev --handlers handlers/analytics.py --rules handlers/rules.yaml \
+		--put handlers/data/seattle-weather.csv incoming/seattle-weather.csv \
+		--until-idle --show reports/seattle-weather.md
 
 # The use-case packs, each on a local directory (handlers/packs/, README "Use-case packs"): the run's log shows the
 # graph growing, then the report; the exit code says whether the result is right.

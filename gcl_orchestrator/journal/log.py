@@ -42,7 +42,9 @@ JOURNAL_PREFIX = RESERVED_PREFIX + "journal/"
 SEGMENTS = JOURNAL_PREFIX + "seg/"
 SNAPSHOTS = JOURNAL_PREFIX + "snap/"
 FORMAT = 1
-COMPACT_EVERY = 64  # segments after which the journal is compacted into a snapshot
+COMPACT_EVERY = 64  # segments after which the journal is compacted into a snapshot, once they also hold
+#                     at least half as many records as the snapshot has objects (so a snapshot of a million
+#                     objects is not rewritten every minute)
 MAX_RECORDS_PER_SEGMENT = 50_000
 MAX_METADATA_CHARS = 8_192  # metadata beyond S3's 2 KB is not journaled: a restart reads such an object itself
 
@@ -165,7 +167,7 @@ class Journal:
     COMPACT_EVERY segments. A store outage leaves the records buffered for the next flush."""
 
     def __init__(self, store: ObjectStore, next_seq: int, snapshot_seq: int = 0, *,
-                 compact_every: int = COMPACT_EVERY):
+                 compact_every: int = COMPACT_EVERY, snapshot_objects: int = 0):
         self.store = store
         self.next_seq = next_seq
         self.snapshot_seq = snapshot_seq
@@ -175,6 +177,8 @@ class Journal:
         self._buffer: list[dict[str, Any]] = []
         self._flush_lock = threading.Lock()
         self.segments_written = 0
+        self.snapshot_objects = snapshot_objects  # objects in the newest snapshot
+        self.records_since = 0  # records written since it (by this writer)
 
     def seen(self, key: str, etag: str | None, digest: str | None, metadata: Mapping[str, str] | None) -> None:
         """The object `key` is at version `etag` with these bytes and metadata. Ignored without a version or
@@ -213,11 +217,13 @@ class Journal:
                     chunk = records[written:written + MAX_RECORDS_PER_SEGMENT]
                     self._write_segment(chunk)
                     written += len(chunk)
+                    self.records_since += len(chunk)
             finally:
                 if written < len(records):
                     with self._lock:
                         self._buffer = records[written:] + self._buffer
-            if self.next_seq - 1 - self.snapshot_seq >= self.compact_every:
+            if (self.next_seq - 1 - self.snapshot_seq >= self.compact_every
+                    and self.records_since >= self.snapshot_objects // 2):
                 self.compact()
             return written
 
@@ -255,6 +261,7 @@ class Journal:
         except ObjectAlreadyExists:
             pass  # the same segments give the same snapshot: ours, retried, or another reader's compaction
         previous, self.snapshot_seq = self.snapshot_seq, upto
+        self.snapshot_objects, self.records_since = len(doc["objects"]), 0
         for info in list(self.store.list(SEGMENTS)):
             seq = _seq_of(info.key, SEGMENTS)
             if seq is not None and seq <= upto:

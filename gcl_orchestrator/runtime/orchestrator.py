@@ -707,10 +707,10 @@ class Orchestrator:
         else:
             self._known = loaded.objects
             if loaded.objects or loaded.segments:
-                log.info("journal: %d object(s) known (snapshot %d and %d segment(s) after it)",
-                         len(loaded.objects), loaded.snapshot_seq, loaded.segments)
+                log.info("journal: %d object(s) known, from %s%d segment(s)", len(loaded.objects),
+                         f"snapshot {loaded.snapshot_seq} and " if loaded.snapshot_seq else "", loaded.segments)
         self.restart.update(journal_known=len(self._known), journal_reads=loaded.requests)
-        self.journal = Journal(self.store, loaded.next_seq, loaded.snapshot_seq)
+        self.journal = Journal(self.store, loaded.next_seq, loaded.snapshot_seq, snapshot_objects=len(loaded.objects))
         self._journal_stop.clear()
         self._journal_thread = start_thread("gclo-journal", self._journal_loop, self.queue.put,
                                             self._journal_stop, critical=True)
@@ -734,9 +734,10 @@ class Orchestrator:
         if self._found_done:
             log.info("start-up: %d computation(s) already done (their outputs are in the store); not run",
                      self._found_done)
-        if self._known:
-            log.info("start-up: %d of %d object(s) as the journal knew them, the others' metadata read (%d "
-                     "request(s))", known, len(listing), requests)
+        if self.journal is not None:
+            counted = f" ({requests} store request(s))" if self.store.request_count() is not None else ""
+            log.info("start-up: %d object(s) listed, %d known from the journal, %d read one by one%s",
+                     len(listing), known, len(listing) - known, counted)
         self._known, self._told = {}, set()  # only the start needs them
 
     def _journal_loop(self) -> None:

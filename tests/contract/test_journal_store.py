@@ -83,3 +83,14 @@ def test_metadata_too_large_for_s3_is_not_journaled(store):
     journal.seen("fine", "e2", None, {"gcl": "[]"})
     journal.flush()
     assert set(load_journal(store).objects) == {"fine"}
+
+
+def test_a_large_snapshot_is_rewritten_only_once_enough_has_changed(store):
+    journal = Journal(store, 1, compact_every=2, snapshot_objects=10)  # the newest snapshot holds 10 objects
+    for i in range(4):
+        journal.seen(f"k{i}", "e", None, {})
+        journal.flush()
+    assert journal.snapshot_seq == 0  # 4 records: less than half of 10
+    journal.seen("k4", "e", None, {})
+    journal.flush()
+    assert journal.snapshot_seq == 5 and journal.snapshot_objects == 5
