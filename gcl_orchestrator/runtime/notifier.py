@@ -5,6 +5,7 @@ run costs a request per batch, not per computation. Completion handlers run in t
 them short."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..errors import GclError
+from ..errors import GclError, ObjectAlreadyExists, ObjectNotFound
 from ..interfaces import ObjectStore
 from ..model import RESERVED_PREFIX, Completion, IncidentReported
 from ..supervise import start_thread
@@ -21,8 +22,11 @@ from .handlers import HandlerRegistry, describe_exception
 
 log = logging.getLogger("gclo")
 EVENTS_PREFIX = RESERVED_PREFIX + "events/"
+ARCHIVE_PREFIX = RESERVED_PREFIX + "events-archive/"
 BATCH_S = 0.5
 BATCH_MAX = 500
+ROLLUP_AGE_S = 3600.0  # batches older than this are rolled up into one archive object...
+ROLLUP_EVERY = 1000  # ...once at start and after every this many batches written
 _STOP = object()
 
 
@@ -44,6 +48,7 @@ class Notifier:
         self._stopping = threading.Event()
         self._warned: set[str] = set()
         self._batch: list[tuple[Completion, float]] = []
+        self._written_since_rollup = ROLLUP_EVERY  # so the first write also rolls up what earlier runs left
 
     def incident(self, key: str | None, message: str) -> None:
         self.report(IncidentReported("notifier", message, key))
@@ -113,3 +118,46 @@ class Notifier:
                            ("\n".join(lines) + "\n").encode(), {"content-type": "application/x-ndjson"})
         except GclError as exc:
             log.warning("could not write %d completion event(s): %s", len(batch), exc)
+            return
+        self._written_since_rollup += 1
+        if self._written_since_rollup >= ROLLUP_EVERY:
+            self._written_since_rollup = 0
+            try:
+                self.roll_up(time.time())
+            except GclError as exc:
+                log.warning("could not roll up old completion events: %s (tried again later)", exc)
+
+    def roll_up(self, now: float, age_s: float = ROLLUP_AGE_S) -> int:
+        """Move the batches under .gclo/events/ older than `age_s` into one gzip'd archive under
+        .gclo/events-archive/ (its key: the first and last batch's times, and the event count), so that
+        .gclo/events/ holds about the last hour however long the service runs. Returns the batches rolled up."""
+        cutoff = int((now - age_s) * 1e6)
+        old = [info.key for info in self.store.list(EVENTS_PREFIX)
+               if "/" not in info.key[len(EVENTS_PREFIX):] and _batch_time(info.key) < cutoff]
+        if not old:
+            return 0
+        bodies = []
+        for key in old:
+            try:
+                bodies.append(self.store.get(key).body)
+            except ObjectNotFound:
+                continue  # rolled up by someone else meanwhile
+        body = b"".join(b if b.endswith(b"\n") else b + b"\n" for b in bodies)
+        count = body.count(b"\n")
+        archive = f"{ARCHIVE_PREFIX}{_batch_time(old[0]):017d}-{_batch_time(old[-1]):017d}-{count}.jsonl.gz"
+        try:
+            self.store.create(archive, gzip.compress(body, compresslevel=6),
+                              {"content-type": "application/gzip"})
+        except ObjectAlreadyExists:
+            pass  # the same batches, rolled up before a crash
+        for key in old:
+            self.store.delete(key)
+        log.info("completion events: %d batch(es) older than %.0f min rolled up into %s", len(old), age_s / 60,
+                 archive)
+        return len(old)
+
+
+def _batch_time(key: str) -> int:
+    """The microseconds a batch key starts with (event_key); a key of another shape sorts as the newest."""
+    digits = key.rsplit("/", 1)[-1].split("-", 1)[0]
+    return int(digits) if digits.isdigit() else 1 << 62
