@@ -248,7 +248,14 @@ class Journal:
         upto = self.next_seq - 1
         if upto <= self.snapshot_seq:
             return
-        loaded = _load_once(self.store)
+        try:
+            loaded = _load_once(self.store)
+        except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
+            # Someone damaged a segment or snapshot: the journal is only a cache, so it starts afresh (a restart
+            # then reads the objects themselves) rather than stopping the service.
+            log.warning("journal in %s cannot be read back for compaction (%s: %s); starting it afresh",
+                        self.store.describe(), type(exc).__name__, str(exc)[:200])
+            loaded = Loaded({}, upto + 1, 0, 0, 0)
         if loaded.next_seq - 1 != upto:
             raise JournalConflict(loaded.next_seq - 1,
                                   str(_header_of(self.store, loaded.next_seq - 1).get("writer", "unknown")))

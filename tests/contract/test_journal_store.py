@@ -94,3 +94,14 @@ def test_a_large_snapshot_is_rewritten_only_once_enough_has_changed(store):
     journal.seen("k4", "e", None, {})
     journal.flush()
     assert journal.snapshot_seq == 5 and journal.snapshot_objects == 5
+
+
+def test_a_segment_damaged_behind_the_writers_back_restarts_the_journal_instead_of_stopping_it(store, caplog):
+    journal = Journal(store, 1, compact_every=2)
+    journal.seen("a", "e1", None, {})
+    journal.flush()
+    store.put(f"{JOURNAL_PREFIX}seg/{1:012d}.jsonl.gz", b"damaged")
+    journal.seen("b", "e2", None, {})
+    journal.flush()  # compacts: segment 1 cannot be read
+    assert "starting it afresh" in caplog.text
+    assert load_journal(store).objects == {}  # knows nothing, so a restart reads the objects themselves
