@@ -402,6 +402,20 @@ class RerunRequested:
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
+class AttemptsRestored(NamedTuple):
+    """At a restart, what the journal kept of a computation's attempts before it: how many were made (all
+    variants), which alternative it had reached and how many attempts that one made, how many lost their worker,
+    the last errors, and when its next attempt is due (wall time; None: at once)."""
+
+    computation: str
+    attempts: int
+    alternative: int = 0
+    variant_attempts: int = 0
+    lost_attempts: int = 0
+    errors: tuple[str, ...] = ()
+    retry_at: float | None = None
+
+
 @dataclass(frozen=True)
 class SpecsSubmitted:
     """Specs that arrived without an object of their own (a rules match, a CLI or API submission, a handler's

@@ -42,6 +42,7 @@ from ..model import (
     Reply,
     Stale,
     RerunRequested,
+    AttemptsRestored,
     RetryPolicy,
     Settle,
     SpecsSubmitted,
@@ -64,11 +65,12 @@ NEW = None  # the "state" of a computation before it is registered
 # its producer as done from any state, failed ones included (their dependents then come back). A run that is done
 # goes back to waiting or ready when it is stale (an input has a new version, its output was deleted, a rerun was
 # asked for); a failed one too, when an input has a new version. A computation that no object declares any more
-# is retired, from any state.
+# is retired, from any state. At a restart a ready computation whose next attempt the journal says is not due yet
+# waits out its retry delay.
 TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset({
     (NEW, WAITING), (NEW, READY), (NEW, DONE), (NEW, FAILED), (NEW, UPSTREAM_FAILED),
     (WAITING, READY), (WAITING, DONE), (WAITING, FAILED), (WAITING, UPSTREAM_FAILED),
-    (READY, RUNNING), (READY, DONE), (READY, WAITING),
+    (READY, RUNNING), (READY, DONE), (READY, WAITING), (READY, RETRYING),
     (RUNNING, DONE), (RUNNING, RETRYING), (RUNNING, READY), (RUNNING, WAITING), (RUNNING, FAILED),
     (RETRYING, READY), (RETRYING, WAITING), (RETRYING, DONE),
     (DONE, WAITING), (DONE, READY),
@@ -276,6 +278,7 @@ class Scheduler:
         # (source, specs, subscriber, request, declares): `declares` when `source` is an object whose GCL is
         # all there is of it, so that a new version of it re-declares (replaces, retires) what it declared
         registrations: list[tuple[str, tuple[ComputationSpec, ...], str | None, tuple | None, bool]] = []
+        restored: list[AttemptsRestored] = []
         for ev in events:
             kind = type(ev)
             if kind is ComputationSucceeded:
@@ -296,6 +299,8 @@ class Scheduler:
                 self._on_removed(ev.key, now, out)  # type: ignore[attr-defined]
             elif kind is RerunRequested:
                 self._on_rerun(ev, now, out)  # type: ignore[arg-type]
+            elif kind is AttemptsRestored:
+                restored.append(ev)  # once the specs of this batch are registered
             else:
                 raise TypeError(f"the scheduler does not handle {type(ev).__name__}")
         for source, specs, subscriber, request, declares in registrations:
@@ -315,6 +320,8 @@ class Scheduler:
                     rejected.append((spec.computation, reason))
             name, attempt, request_id = request
             out.append(Reply(name, attempt, SubmitAnswer(request_id, tuple(accepted), tuple(rejected))))
+        for ev in restored:
+            self._restore_attempts(ev, now, out)
 
     # --- events ------------------------------------------------------------------------------------------------
 
@@ -858,6 +865,38 @@ class Scheduler:
                 rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}" if rec.from_deleted else ""
                 if not same:
                     self._input_changed(rec, key, now, out)
+
+    def _restore_attempts(self, ev: AttemptsRestored, now: float, out: list[Instruction]) -> None:
+        """A computation registered afresh at a restart goes on from the attempts made before it: its retry budget
+        is what was left (a computation that had failed for good gets one more attempt, then fails), its
+        alternative the one reached, and a retry not yet due waits out its delay. Ignored for a computation that
+        is not fresh (done, running, or already attempted in this run)."""
+        rec = self._records.get(ev.computation)
+        if rec is None or rec.attempts or rec.state not in (READY, WAITING):
+            return
+        if 0 < ev.alternative <= len(rec.spec.alternatives) and ev.alternative != rec.alternative:
+            was_ready = rec.state is READY
+            if was_ready:  # it is queued in the first variant's pool: out of the queue until it is due again
+                rec.retry_at = now
+                self._transition(rec, RETRYING, now, out)
+            self._set_variant(rec, ev.alternative)
+            if self._choose_variant(rec) is not None:
+                self._set_variant(rec, 0)
+                self._choose_variant(rec)
+        rec.attempts = ev.attempts
+        rec.variant_attempts = ev.variant_attempts
+        rec.lost_attempts = ev.lost_attempts
+        rec.errors = tuple(ev.errors) + rec.errors
+        rec.last_error = ev.errors[-1] if ev.errors else None
+        rec.run_started_at = 1
+        rec.note = f"{ev.attempts} attempt(s) before the restart"
+        due = ev.retry_at if ev.retry_at is not None and ev.retry_at > now else now
+        if rec.state is READY and due > now:
+            rec.retry_at = due
+            self._transition(rec, RETRYING, now, out)
+        if rec.state is RETRYING:
+            rec.retry_at = due
+            self._timer(due, "retry", rec)
 
     def _on_rerun(self, ev: RerunRequested, now: float, out: list[Instruction]) -> None:
         rec = self._records.get(ev.computation)

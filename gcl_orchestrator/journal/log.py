@@ -7,11 +7,14 @@ Shape, for this writer and for a second reader (a standby orchestrator, `gclo st
 - `.gclo/journal/seg/SEQ.jsonl.gz`: segment SEQ (12 digits), one JSON object a line: first a header
   `{"journal": 1, "seq": SEQ, "writer": ..., "at": ...}`, then records, `{"k": KEY, "e": ETAG, "d": DIGEST,
   "m": METADATA}` (the object as seen), `{"k": KEY, "t": 1}` (the completion of the computation that wrote it,
-  in that version, was told: a restart does not tell it again) or `{"k": KEY, "x": 1}` (it is gone). Segments are written
+  in that version, was told: a restart does not tell it again), `{"k": KEY, "x": 1}` (it is gone),
+  `{"c": COMPUTATION, "a": [ATTEMPTS, ALTERNATIVE, VARIANT_ATTEMPTS, LOST, ERRORS, RETRY_AT]}` (its attempts so
+  far, after one failed) or `{"c": COMPUTATION, "x": 1}` (it is done: its attempts no longer matter). Segments are written
   create-if-absent, so two writers can never both write segment SEQ: the second learns that another orchestrator
   writes this journal (JournalConflict) instead of interleaving with it.
 - `.gclo/journal/snap/SEQ.json.gz`: a snapshot, every object known once segments up to SEQ are applied
-  (`{"journal": 1, "seq": SEQ, "objects": {KEY: [ETAG, DIGEST, METADATA, TOLD]}}`). Once it is written, the segments it
+  (`{"journal": 1, "seq": SEQ, "objects": {KEY: [ETAG, DIGEST, METADATA, TOLD]}, "attempts": {COMPUTATION:
+  [...]}}`). Once it is written, the segments it
   covers and older snapshots are deleted; a reader that finds a listed segment gone reads again from the newest
   snapshot.
 
@@ -71,6 +74,7 @@ class Known:
 @dataclass
 class Loaded:
     objects: dict[str, Known]
+    attempts: dict[str, list[Any]]  # computation -> [attempts, alternative, variant attempts, lost, errors, retry at]
     next_seq: int  # the first segment number not yet written
     snapshot_seq: int  # the segment the newest snapshot covers (0: none)
     segments: int  # segments read after the snapshot
@@ -101,9 +105,9 @@ def load_journal(store: ObjectStore, attempts: int = 3) -> Loaded:
         except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
             log.warning("journal in %s cannot be read (%s: %s); reading the objects instead",
                         store.describe(), type(exc).__name__, str(exc)[:200])
-            return Loaded({}, _next_free(store), 0, 0, 0)
+            return Loaded({}, {}, _next_free(store), 0, 0, 0)
     log.warning("journal in %s kept changing while it was read; reading the objects instead", store.describe())
-    return Loaded({}, _next_free(store), 0, 0, 0)
+    return Loaded({}, {}, _next_free(store), 0, 0, 0)
 
 
 def _next_free(store: ObjectStore) -> int:
@@ -116,6 +120,7 @@ def _load_once(store: ObjectStore) -> Loaded:
     snapshots = sorted(s for s in (_seq_of(i.key, SNAPSHOTS) for i in store.list(SNAPSHOTS)) if s is not None)
     segments = sorted(s for s in (_seq_of(i.key, SEGMENTS) for i in store.list(SEGMENTS)) if s is not None)
     objects: dict[str, Known] = {}
+    attempts: dict[str, list[Any]] = {}
     snapshot_seq = 0
     requests = 0
     if snapshots:
@@ -125,13 +130,14 @@ def _load_once(store: ObjectStore) -> Loaded:
         _check_format(doc, _snapshot_key(snapshot_seq))
         for key, (etag, digest, metadata, *told) in doc["objects"].items():
             objects[key] = Known(etag, digest, metadata, bool(told and told[0]))
+        attempts.update(doc.get("attempts", {}))
     after = [s for s in segments if s > snapshot_seq]
     for seq in after:
         body = store.get(_segment_key(seq)).body
         requests += 1
-        apply_records(objects, _records(body, _segment_key(seq)))
+        apply_records(objects, _records(body, _segment_key(seq)), attempts)
     next_seq = max([snapshot_seq] + segments) + 1
-    return Loaded(objects, next_seq, snapshot_seq, len(after), requests)
+    return Loaded(objects, attempts, next_seq, snapshot_seq, len(after), requests)
 
 
 def _check_format(header: Mapping[str, Any], key: str) -> None:
@@ -149,9 +155,15 @@ def _records(body: bytes, key: str) -> Iterable[Mapping[str, Any]]:
             yield json.loads(line)
 
 
-def apply_records(objects: dict[str, Known], records: Iterable[Mapping[str, Any]]) -> None:
+def apply_records(objects: dict[str, Known], records: Iterable[Mapping[str, Any]],
+                  attempts: dict[str, list[Any]]) -> None:
     for rec in records:
-        if rec.get("x"):
+        if "c" in rec:
+            if rec.get("x"):
+                attempts.pop(rec["c"], None)
+            else:
+                attempts[rec["c"]] = list(rec["a"])
+        elif rec.get("x"):
             objects.pop(rec["k"], None)
         elif rec.get("t"):
             known = objects.get(rec["k"])
@@ -195,6 +207,18 @@ class Journal:
         """The completion of the computation that wrote `key` (its last recorded version) was told."""
         with self._lock:
             self._buffer.append({"k": key, "t": 1})
+
+    def attempts(self, computation: str, attempts: int, alternative: int, variant_attempts: int, lost: int,
+                 errors: tuple[str, ...], retry_at: float | None) -> None:
+        """`computation` made `attempts` attempts so far and the last one failed (the last few errors kept)."""
+        with self._lock:
+            self._buffer.append({"c": computation, "a": [attempts, alternative, variant_attempts, lost,
+                                                         [e[:500] for e in errors[-3:]], retry_at]})
+
+    def attempts_done(self, computation: str) -> None:
+        """`computation` is done: what the journal kept of its attempts is dropped."""
+        with self._lock:
+            self._buffer.append({"c": computation, "x": 1})
 
     def removed(self, key: str) -> None:
         with self._lock:
@@ -255,12 +279,13 @@ class Journal:
             # then reads the objects themselves) rather than stopping the service.
             log.warning("journal in %s cannot be read back for compaction (%s: %s); starting it afresh",
                         self.store.describe(), type(exc).__name__, str(exc)[:200])
-            loaded = Loaded({}, upto + 1, 0, 0, 0)
+            loaded = Loaded({}, {}, upto + 1, 0, 0, 0)
         if loaded.next_seq - 1 != upto:
             raise JournalConflict(loaded.next_seq - 1,
                                   str(_header_of(self.store, loaded.next_seq - 1).get("writer", "unknown")))
         doc = {"journal": FORMAT, "seq": upto, "writer": self.writer, "at": time.time(),
-               "objects": {k: [v.etag, v.digest, dict(v.metadata), v.told] for k, v in loaded.objects.items()}}
+               "objects": {k: [v.etag, v.digest, dict(v.metadata), v.told] for k, v in loaded.objects.items()},
+               "attempts": loaded.attempts}
         body = gzip.compress(json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
                              .encode("utf-8", "surrogatepass"), compresslevel=1)
         try:

@@ -21,6 +21,7 @@ from ..errors import GclError, InvalidKeyError, ObjectNotFound, RulesError, Unkn
 from ..interfaces import EventSource, Executor, ObjectStore, Task
 from ..model import (
     AttemptFailed,
+    AttemptsRestored,
     Cancel,
     Completion,
     ComponentFailed,
@@ -262,6 +263,8 @@ class Orchestrator:
         self._told: set[str] = set()  # at start: outputs, in their current version, whose completion was told
         self._starting = False  # the start-up batch (the whole listing) is being handled
         self._found_done = 0  # computations the start-up batch found done
+        self._restored: dict[str, list[Any]] = {}  # at start: the journal's attempts of computations before it
+        self._attempted: set[str] = set()  # computations whose failed attempts the journal holds
         self._journal_stop = threading.Event()
         self._journal_thread: threading.Thread | None = None
         self.restart: dict[str, Any] = {}  # what the start-up cost: objects listed, known, read (for benchmarks)
@@ -302,7 +305,8 @@ class Orchestrator:
                      len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.capacity)
             reads_before = self.store.request_count() or 0
             self._starting = True
-            self._handle([ObjectCreated(k, e, None, "listing") for k, e in listing.items()])
+            self._handle([ObjectCreated(k, e, None, "listing") for k, e in listing.items()],
+                         self._attempts_restored())
             self._starting = False
             self._start_up_read(listing, (self.store.request_count() or 0) - reads_before)
             self._save_status()  # at once: other processes (gclo status, gclo rerun) see that it runs
@@ -353,7 +357,8 @@ class Orchestrator:
 
     # --- turning events into core events -----------------------------------------------------------------------
 
-    def _handle(self, events: list[Any]) -> None:
+    def _handle(self, events: list[Any], after: Sequence[Any] = ()) -> None:
+        """`after`: core events that go into the same batch, after these (the start-up's restored attempts)."""
         objects: list[_Seen] = []
         acks: list[Callable[[], None]] = []
         batch: list[Any] = []
@@ -399,6 +404,7 @@ class Orchestrator:
                 self._component_failed(ev)
         if objects:
             batch = self._objects_available(objects) + batch
+        batch.extend(after)
         if batch:
             self._feed(batch)
         for ack in acks:
@@ -601,6 +607,7 @@ class Orchestrator:
                     self.executor.expedite(ins.computation, ins.attempt)
                 elif kind is AttemptFailed:
                     log.warning("attempt %s #%d failed: %s; %s", ins.computation, ins.attempt, ins.error, ins.then)
+                    self._journal_attempts(ins.computation)
                 elif kind is Cancel:
                     if tasks:  # in order: what was dispatched before this cancel is submitted before it
                         self.executor.submit_all(tasks)
@@ -665,6 +672,9 @@ class Orchestrator:
             self.notifier.publish(completion)
             if rec.state is State.DONE and self.journal is not None:
                 self.journal.told(rec.spec.output)
+                if rec.name in self._attempted:
+                    self._attempted.discard(rec.name)
+                    self.journal.attempts_done(rec.name)
 
     def _told_before(self, completion: Completion) -> bool:
         """At start-up, a computation found done whose completion an earlier run told (the journal says so) is
@@ -709,11 +719,36 @@ class Orchestrator:
             if loaded.objects or loaded.segments:
                 log.info("journal: %d object(s) known, from %s%d segment(s)", len(loaded.objects),
                          f"snapshot {loaded.snapshot_seq} and " if loaded.snapshot_seq else "", loaded.segments)
-        self.restart.update(journal_known=len(self._known), journal_reads=loaded.requests)
+        self._restored = loaded.attempts  # --rebuild or not: attempts are not in the objects
+        self.restart.update(journal_known=len(self._known), journal_reads=loaded.requests,
+                            attempts_restored=len(self._restored))
         self.journal = Journal(self.store, loaded.next_seq, loaded.snapshot_seq, snapshot_objects=len(loaded.objects))
         self._journal_stop.clear()
         self._journal_thread = start_thread("gclo-journal", self._journal_loop, self.queue.put,
                                             self._journal_stop, critical=True)
+
+    def _attempts_restored(self) -> list[AttemptsRestored]:
+        """The journal's attempts, for the core to go on from (it ignores those of computations that are done)."""
+        restored = []
+        for name, kept in self._restored.items():
+            try:
+                attempts, alternative, variant_attempts, lost, errors, retry_at = kept
+                restored.append(AttemptsRestored(name, int(attempts), int(alternative), int(variant_attempts),
+                                                 int(lost), tuple(str(e) for e in errors),
+                                                 None if retry_at is None else float(retry_at)))
+            except (TypeError, ValueError):
+                log.warning("journal: the attempts kept for %s cannot be read; it starts afresh", name[:200])
+        self._attempted.update(self._restored)
+        self._restored = {}
+        return restored
+
+    def _journal_attempts(self, computation: str) -> None:
+        rec = self.core.record(computation)
+        if self.journal is None or rec is None:
+            return
+        self._attempted.add(computation)
+        self.journal.attempts(computation, rec.attempts, rec.alternative, rec.variant_attempts, rec.lost_attempts,
+                              rec.errors, rec.retry_at)
 
     def _reconcile_journal(self, listing: Mapping[str, str | None]) -> None:
         """What the journal knows of objects no longer in the store is recorded as gone; outputs still in the

@@ -139,3 +139,39 @@ def test_a_restart_does_not_tell_completions_again_unless_the_output_changed(sto
     assert run(store)[1].exit_code == 0
     again = completions(store)
     assert len(again) > len(told) and ("split", "done") in [e for e in again if again.count(e) == 2]
+
+
+def test_attempts_and_a_pending_retry_survive_a_restart(store, tmp_path):
+    import threading
+    import time
+
+    from gcl_orchestrator.model import State
+
+    runs = tmp_path / "runs.log"
+    put(store, "in.txt", b"x", {**step("c", "flaky", ["in.txt"], "out.txt", succeed_on=99, runs=str(runs)),
+                               "retry": {"max_attempts": 3, "initial_delay_s": 2.0, "jitter_s": 0}})
+    registry = HandlerRegistry.from_sources([HANDLERS])
+    push = isinstance(store, MemoryObjectStore)
+    orch = Orchestrator(store, ThreadExecutor(2, registry, store), registry,
+                        make_sources=lambda listing: [MemoryPushSource(store)] if push else
+                        [PollingSource(store, 0.05, initial=listing)],
+                        options=RunOptions(status_interval_s=0.05, journal_interval_s=0.05))
+    thread = threading.Thread(target=orch.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (orch.core.record("c") and orch.core.record("c").state is State.RETRYING):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        retry_at = orch.core.record("c").retry_at
+    finally:
+        orch.request_stop()
+        thread.join()
+    assert runs.read_text().split() == ["c"]
+    orch, result = run(store)  # restarted within the 2 s delay: it waits it out, then makes attempts 2 and 3 only
+    rec = orch.core.record("c")
+    assert result.exit_code == 1 and rec.state is State.FAILED and rec.attempts == 3
+    assert runs.read_text().split() == ["c", "c", "c"]
+    assert orch.restart["attempts_restored"] == 1
+    assert any("attempt 1" in e for e in rec.errors)
+    assert retry_at is not None and time.time() >= retry_at - 0.1

@@ -321,3 +321,65 @@ def test_a_paused_core_dispatches_nothing_but_still_takes_outcomes():
     c.pause()
     assert names(ok(c, "a", 1.0)) == []
     assert c.record("a").state is State.DONE and c.record("b").state is State.READY
+
+
+# --- attempts across a restart (the journal's AttemptsRestored) ----------------------------------------------------
+
+def _restart_core():
+    from gcl_orchestrator.core import Scheduler
+    return Scheduler(slots=2)
+
+
+def test_a_restart_goes_on_from_the_attempts_made_and_waits_out_a_pending_retry():
+    from gcl_orchestrator.model import AttemptsRestored, ComputationFailed, Dispatch, ObjectAvailable, State
+    from gcl_orchestrator.gcl import spec_from_mapping
+
+    s = spec_from_mapping({"computation": "c", "handler_type": "h", "inputs": ["a"], "output": "b",
+                           "retry": {"max_attempts": 3, "initial_delay_s": 1, "jitter_s": 0}})
+    core = _restart_core()
+    out = core.handle([ObjectAvailable("a", (s,)),
+                       AttemptsRestored("c", 2, 0, 2, 0, ("attempt 2 (c): boom",), retry_at=110.0)], 100.0)
+    core.validate_state()
+    rec = core.record("c")
+    assert not [i for i in out if isinstance(i, Dispatch)]  # its retry is not due yet
+    assert rec.state is State.RETRYING and rec.attempts == 2 and rec.last_error == "attempt 2 (c): boom"
+    out = core.handle([], 110.0)
+    core.validate_state()
+    (dispatch,) = [i for i in out if isinstance(i, Dispatch)]
+    assert dispatch.attempt == 3
+    core.handle([ComputationFailed("c", 3, "boom again")], 111.0)
+    core.validate_state()
+    assert core.record("c").state is State.FAILED  # 3 of 3 made: not a fresh budget after the restart
+
+
+def test_restored_attempts_never_touch_a_computation_that_is_done_or_already_running():
+    from gcl_orchestrator.model import AttemptsRestored, Dispatch, ObjectAvailable, State
+    from gcl_orchestrator.gcl import spec_from_mapping
+
+    s = spec_from_mapping({"computation": "c", "handler_type": "h", "inputs": ["a"], "output": "b"})
+    core = _restart_core()
+    core.handle([ObjectAvailable("a", (s,)), ObjectAvailable("b", ())], 100.0)  # its output is there: done
+    core.handle([AttemptsRestored("c", 5, retry_at=200.0)], 101.0)
+    core.validate_state()
+    assert core.record("c").state is State.DONE and core.record("c").attempts == 0
+    core2 = _restart_core()
+    out = core2.handle([ObjectAvailable("a", (s,))], 100.0)
+    assert [i for i in out if isinstance(i, Dispatch)]
+    core2.handle([AttemptsRestored("c", 5, retry_at=200.0)], 101.0)  # too late: it runs already
+    core2.validate_state()
+    assert core2.record("c").state is State.RUNNING and core2.record("c").attempts == 1
+
+
+def test_a_restart_goes_on_with_the_alternative_it_had_reached():
+    from gcl_orchestrator.model import AttemptsRestored, Dispatch, ObjectAvailable
+    from gcl_orchestrator.gcl import spec_from_mapping
+
+    s = spec_from_mapping({"computation": "c", "handler_type": "fast", "inputs": ["a"], "output": "b",
+                           "alternatives": [{"computation": "c-slow", "handler_type": "slow"}]})
+    core = _restart_core()
+    out = core.handle([ObjectAvailable("a", (s,)), AttemptsRestored("c", 3, 1, 0, 0, ("attempt 3 (c): x",))],
+                      100.0)
+    core.validate_state()
+    out += core.handle([], 100.0)
+    (dispatch,) = [i for i in out if isinstance(i, Dispatch)]
+    assert dispatch.spec.handler_type == "slow" and dispatch.attempt == 4
