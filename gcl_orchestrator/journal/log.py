@@ -48,8 +48,9 @@ FORMAT = 1
 COMPACT_EVERY = 64  # segments after which the journal is compacted into a snapshot, once they also hold
 #                     at least half as many records as the snapshot has objects (so a snapshot of a million
 #                     objects is not rewritten every minute)
+MAX_SEGMENTS = 1_000  # ...and in any case once this many segments follow the snapshot (a restart reads them all)
 MAX_RECORDS_PER_SEGMENT = 50_000
-MAX_METADATA_CHARS = 8_192  # metadata beyond S3's 2 KB is not journaled: a restart reads such an object itself
+MAX_METADATA_CHARS = 8_192  # metadata this long is far beyond S3's 2 KB: not journaled, a restart reads the object
 
 
 class JournalConflict(GclError):
@@ -79,6 +80,7 @@ class Loaded:
     snapshot_seq: int  # the segment the newest snapshot covers (0: none)
     segments: int  # segments read after the snapshot
     requests: int  # reads the load took (listing pages not counted)
+    records: int = 0  # records in those segments
 
 
 def _segment_key(seq: int) -> str:
@@ -102,7 +104,9 @@ def load_journal(store: ObjectStore, attempts: int = 3) -> Loaded:
             return _load_once(store)
         except ObjectNotFound:
             continue  # compacted while we read: read again from the new snapshot
-        except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
+        except GclError:
+            raise  # the store is not answering: not the journal's fault
+        except Exception as exc:  # damage of any kind (bad gzip, zlib, JSON, shapes): the journal is a cache
             log.warning("journal in %s cannot be read (%s: %s); reading the objects instead",
                         store.describe(), type(exc).__name__, str(exc)[:200])
             return Loaded({}, {}, _next_free(store), 0, 0, 0)
@@ -132,16 +136,19 @@ def _load_once(store: ObjectStore) -> Loaded:
             objects[key] = Known(etag, digest, metadata, bool(told and told[0]))
         attempts.update(doc.get("attempts", {}))
     after = [s for s in segments if s > snapshot_seq]
+    records = 0
     for seq in after:
         body = store.get(_segment_key(seq)).body
         requests += 1
-        apply_records(objects, _records(body, _segment_key(seq)), attempts)
+        recs = list(_records(body, _segment_key(seq)))
+        records += len(recs)
+        apply_records(objects, recs, attempts)
     next_seq = max([snapshot_seq] + segments) + 1
-    return Loaded(objects, attempts, next_seq, snapshot_seq, len(after), requests)
+    return Loaded(objects, attempts, next_seq, snapshot_seq, len(after), requests, records)
 
 
-def _check_format(header: Mapping[str, Any], key: str) -> None:
-    if header.get("journal") != FORMAT:
+def _check_format(header: Any, key: str) -> None:
+    if not isinstance(header, dict) or header.get("journal") != FORMAT:
         raise ValueError(f"{key} is journal format {header.get('journal')!r}, this release reads {FORMAT}")
 
 
@@ -158,6 +165,8 @@ def _records(body: bytes, key: str) -> Iterable[Mapping[str, Any]]:
 def apply_records(objects: dict[str, Known], records: Iterable[Mapping[str, Any]],
                   attempts: dict[str, list[Any]]) -> None:
     for rec in records:
+        if not isinstance(rec, dict):
+            raise ValueError(f"a journal record is {type(rec).__name__}, not an object")
         if "c" in rec:
             if rec.get("x"):
                 attempts.pop(rec["c"], None)
@@ -179,7 +188,7 @@ class Journal:
     COMPACT_EVERY segments. A store outage leaves the records buffered for the next flush."""
 
     def __init__(self, store: ObjectStore, next_seq: int, snapshot_seq: int = 0, *,
-                 compact_every: int = COMPACT_EVERY, snapshot_objects: int = 0):
+                 compact_every: int = COMPACT_EVERY, snapshot_objects: int = 0, records_since: int = 0):
         self.store = store
         self.next_seq = next_seq
         self.snapshot_seq = snapshot_seq
@@ -190,7 +199,7 @@ class Journal:
         self._flush_lock = threading.Lock()
         self.segments_written = 0
         self.snapshot_objects = snapshot_objects  # objects in the newest snapshot
-        self.records_since = 0  # records written since it (by this writer)
+        self.records_since = records_since  # records in the segments after it
 
     def seen(self, key: str, etag: str | None, digest: str | None, metadata: Mapping[str, str] | None) -> None:
         """The object `key` is at version `etag` with these bytes and metadata. Ignored without a version or
@@ -246,8 +255,9 @@ class Journal:
                 if written < len(records):
                     with self._lock:
                         self._buffer = records[written:] + self._buffer
-            if (self.next_seq - 1 - self.snapshot_seq >= self.compact_every
-                    and self.records_since >= self.snapshot_objects // 2):
+            behind = self.next_seq - 1 - self.snapshot_seq
+            if behind >= MAX_SEGMENTS or (behind >= self.compact_every
+                                          and self.records_since >= self.snapshot_objects // 2):
                 self.compact()
             return written
 
@@ -274,7 +284,9 @@ class Journal:
             return
         try:
             loaded = _load_once(self.store)
-        except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:
+        except GclError:
+            raise
+        except Exception as exc:
             # Someone damaged a segment or snapshot: the journal is only a cache, so it starts afresh (a restart
             # then reads the objects themselves) rather than stopping the service.
             log.warning("journal in %s cannot be read back for compaction (%s: %s); starting it afresh",
@@ -312,8 +324,10 @@ class Journal:
 
 
 def _header_of(store: ObjectStore, seq: int) -> dict[str, Any]:
+    """The header of segment `seq` ({} if it is damaged); a store error is raised, never taken for a conflict."""
+    body = store.get(_segment_key(seq)).body
     try:
-        header = json.loads(gzip.decompress(store.get(_segment_key(seq)).body).splitlines()[0])
-        return header if isinstance(header, dict) else {}
-    except (GclError, ValueError, IndexError, OSError, EOFError):
+        header = json.loads(gzip.decompress(body).splitlines()[0])
+    except Exception:
         return {}
+    return header if isinstance(header, dict) else {}

@@ -27,6 +27,7 @@ BATCH_S = 0.5
 BATCH_MAX = 500
 ROLLUP_AGE_S = 3600.0  # batches older than this are rolled up into one archive object...
 ROLLUP_EVERY = 1000  # ...once at start and after every this many batches written
+ROLLUP_MAX = 1000  # batches in one archive (a store with months of batches is rolled up over several passes)
 _STOP = object()
 
 
@@ -38,11 +39,12 @@ def event_key(first: str, at: float, count: int) -> str:
 
 class Notifier:
     def __init__(self, store: ObjectStore, registry: HandlerRegistry, report: Callable[[object], None],
-                 publish: bool = True):
+                 publish: bool = True, on_told: Callable[[Completion], None] | None = None):
         self.store = store
         self.registry = registry
         self.report = report  # into the orchestrator's queue: incidents
         self.publish_events = publish
+        self.on_told = on_told  # called (on the notifier's thread) for each completion once its event is written
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -63,6 +65,8 @@ class Notifier:
     def publish(self, completion: Completion) -> None:
         if self.publish_events:
             self._q.put(("publish", completion, time.time()))
+        elif self.on_told is not None:
+            self.on_told(completion)
 
     def stop(self) -> None:
         """Deliver what is queued, then stop."""
@@ -119,6 +123,9 @@ class Notifier:
         except GclError as exc:
             log.warning("could not write %d completion event(s): %s", len(batch), exc)
             return
+        if self.on_told is not None:
+            for completion, _ in batch:
+                self.on_told(completion)
         self._written_since_rollup += 1
         if self._written_since_rollup >= ROLLUP_EVERY:
             self._written_since_rollup = 0
@@ -132,10 +139,15 @@ class Notifier:
         .gclo/events-archive/ (its key: the first and last batch's times, and the event count), so that
         .gclo/events/ holds about the last hour however long the service runs. Returns the batches rolled up."""
         cutoff = int((now - age_s) * 1e6)
+        archived_until = max((_archive_end(i.key) for i in self.store.list(ARCHIVE_PREFIX)), default=-1)
         old = [info.key for info in self.store.list(EVENTS_PREFIX)
                if "/" not in info.key[len(EVENTS_PREFIX):] and _batch_time(info.key) < cutoff]
+        done = [k for k in old if _batch_time(k) <= archived_until]  # archived by a pass that stopped early
+        for key in done:
+            self.store.delete(key)
+        old = [k for k in old if _batch_time(k) > archived_until][:ROLLUP_MAX]
         if not old:
-            return 0
+            return len(done)
         bodies = []
         for key in old:
             try:
@@ -154,7 +166,13 @@ class Notifier:
             self.store.delete(key)
         log.info("completion events: %d batch(es) older than %.0f min rolled up into %s", len(old), age_s / 60,
                  archive)
-        return len(old)
+        return len(old) + len(done)
+
+
+def _archive_end(key: str) -> int:
+    """The time of the last batch an archive key says it holds (FIRST-LAST-COUNT.jsonl.gz); -1 if unreadable."""
+    parts = key.rsplit("/", 1)[-1].split("-")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else -1
 
 
 def _batch_time(key: str) -> int:

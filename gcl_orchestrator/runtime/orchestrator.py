@@ -255,11 +255,13 @@ class Orchestrator:
         # Where an object's etag is the digest of its bytes, an event that carries the metadata says everything;
         # elsewhere (a local directory's stamps) a HEAD reads the digest.
         self._etag_is_digest = store.etag_is_digest
-        self.notifier = Notifier(store, registry, self.queue.put, publish_completions)
+        self.notifier = Notifier(store, registry, self.queue.put, publish_completions, on_told=self._on_told)
         self.stats = RunStats()
         self._committed_at: dict[str, float] = {}
         self.journal: Journal | None = None
-        self._known: dict[str, Known] = {}  # at start: what the journal knew of each object
+        self._known: dict[str, Known] = {}  # at start: what the journal knew of each object (not with --rebuild)
+        self._journal_objects: dict[str, Known] = {}  # at start: the same, --rebuild or not
+        self._journal_failed = False  # another writer took the journal: nothing more is written to it
         self._told: set[str] = set()  # at start: outputs, in their current version, whose completion was told
         self._starting = False  # the start-up batch (the whole listing) is being handled
         self._found_done = 0  # computations the start-up batch found done
@@ -669,12 +671,16 @@ class Orchestrator:
                                     rec.last_error if rec.state is not State.DONE else None, rec.produced_by)
             if self._told_before(completion):
                 return
-            self.notifier.publish(completion)
+            self.notifier.publish(completion)  # the journal hears it is told once it is (_on_told)
             if rec.state is State.DONE and self.journal is not None:
-                self.journal.told(rec.spec.output)
                 if rec.name in self._attempted:
                     self._attempted.discard(rec.name)
                     self.journal.attempts_done(rec.name)
+
+    def _on_told(self, completion: Completion) -> None:
+        """From the notifier's thread, once a completion event is written: a restart does not tell it again."""
+        if completion.state is State.DONE and self.journal is not None:
+            self.journal.told(completion.output)
 
     def _told_before(self, completion: Completion) -> bool:
         """At start-up, a computation found done whose completion an earlier run told (the journal says so) is
@@ -711,6 +717,7 @@ class Orchestrator:
         if not opts.journal:
             return
         loaded = load_journal(self.store)
+        self._journal_objects = loaded.objects  # for what was told and what is gone, --rebuild or not
         if opts.rebuild:
             log.info("journal: --rebuild, so every object's metadata is read (the journal goes on from "
                      "segment %d)", loaded.next_seq)
@@ -722,7 +729,9 @@ class Orchestrator:
         self._restored = loaded.attempts  # --rebuild or not: attempts are not in the objects
         self.restart.update(journal_known=len(self._known), journal_reads=loaded.requests,
                             attempts_restored=len(self._restored))
-        self.journal = Journal(self.store, loaded.next_seq, loaded.snapshot_seq, snapshot_objects=len(loaded.objects))
+        self.journal = Journal(self.store, loaded.next_seq, loaded.snapshot_seq,
+                               snapshot_objects=max(0, len(loaded.objects) - loaded.records),
+                               records_since=loaded.records)
         self._journal_stop.clear()
         self._journal_thread = start_thread("gclo-journal", self._journal_loop, self.queue.put,
                                             self._journal_stop, critical=True)
@@ -755,7 +764,7 @@ class Orchestrator:
         version whose completion was told are not told again."""
         if self.journal is None:
             return
-        for key, known in self._known.items():
+        for key, known in self._journal_objects.items():
             etag = listing.get(key, False)
             if etag is False:
                 self.journal.removed(key)
@@ -773,17 +782,20 @@ class Orchestrator:
             counted = f" ({requests} store request(s))" if self.store.request_count() is not None else ""
             log.info("start-up: %d object(s) listed, %d known from the journal, %d read one by one%s",
                      len(listing), known, len(listing) - known, counted)
-        self._known, self._told = {}, set()  # only the start needs them
+        self._known, self._told, self._journal_objects = {}, set(), {}  # only the start needs them
 
     def _journal_loop(self) -> None:
         while not self._journal_stop.wait(self.options.journal_interval_s):
             self._flush_journal()
 
     def _flush_journal(self) -> None:
+        if self._journal_failed:
+            return
         try:
             self.journal.flush()  # type: ignore[union-attr]
         except JournalConflict as exc:
             log.error("journal: %s", exc)
+            self._journal_failed = True
             self.queue.put(ComponentFailed("journal", str(exc)))
             self._journal_stop.set()
         except GclError as exc:

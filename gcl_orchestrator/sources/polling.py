@@ -68,6 +68,8 @@ class PollingSource(LoopingSource):
                     emit(ev)
             except GclError as exc:
                 log.warning("polling %s failed: %s (next try in %.1fs)", self.store.describe(), exc, self.interval_s)
+                self._stopping.wait(self.interval_s)  # an outage is not a slow listing: no spacing out for it
+                continue
             took = time.monotonic() - started
             passes += 1
             # A pass never takes more than a fifth of the time: on a large store the passes space out.

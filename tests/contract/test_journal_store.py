@@ -105,3 +105,33 @@ def test_a_segment_damaged_behind_the_writers_back_restarts_the_journal_instead_
     journal.flush()  # compacts: segment 1 cannot be read
     assert "starting it afresh" in caplog.text
     assert load_journal(store).objects == {}  # knows nothing, so a restart reads the objects themselves
+
+
+def test_a_segment_damaged_inside_its_compressed_body_is_ignored_not_fatal(store, caplog):
+    journal = Journal(store, 1)
+    for i in range(50):
+        journal.seen(f"key-{i}", f"etag-{i}", None, {"gcl": "[]" * i})
+    journal.flush()
+    key = f"{JOURNAL_PREFIX}seg/{1:012d}.jsonl.gz"
+    body = bytearray(store.get(key).body)
+    body[len(body) // 2] ^= 0xFF  # a flipped byte in the deflate stream (zlib.error, not BadGzipFile)
+    store.put(key, bytes(body))
+    loaded = load_journal(store)
+    assert loaded.objects == {} and loaded.next_seq == 2 and "cannot be read" in caplog.text
+
+
+def test_records_that_are_not_objects_are_damage(store):
+    body = gzip.compress(json.dumps({"journal": 1, "seq": 1}).encode() + b"\n[1, 2]\n")
+    store.put(f"{JOURNAL_PREFIX}seg/{1:012d}.jsonl.gz", body)
+    assert load_journal(store).objects == {}
+
+
+def test_a_trickle_of_records_is_still_compacted_after_a_bounded_number_of_segments(store, monkeypatch):
+    from gcl_orchestrator.journal import log as journal_log
+
+    monkeypatch.setattr(journal_log, "MAX_SEGMENTS", 5)
+    journal = Journal(store, 1, compact_every=2, snapshot_objects=1_000_000)
+    for i in range(5):
+        journal.seen(f"k{i}", "e", None, {})
+        journal.flush()
+    assert journal.snapshot_seq == 5

@@ -40,3 +40,25 @@ def test_a_long_run_rolls_up_as_it_writes():
     for i in range(5):
         write_batch(notifier, old + i, [f"c{i}"])  # the first write already rolled up what was there before it
     assert len(list(store.list(EVENTS_PREFIX))) == 4 and len(list(store.list(ARCHIVE_PREFIX))) == 1
+
+
+def test_a_roll_up_that_stopped_before_deleting_does_not_archive_the_same_events_twice():
+    store = MemoryObjectStore(f"events-{uuid.uuid4().hex[:8]}")
+    notifier = Notifier(store, HandlerRegistry.from_sources([]), lambda ev: None)
+    notifier._written_since_rollup = -10_000
+    now = time.time()
+    write_batch(notifier, now - 7300, ["a"])
+    write_batch(notifier, now - 7200, ["b"])
+    real_delete = store.delete
+    store.delete = lambda key: (_ for _ in ()).throw(RuntimeError("crash while deleting"))
+    try:
+        notifier.roll_up(now)
+    except RuntimeError:
+        pass
+    store.delete = real_delete
+    write_batch(notifier, now - 7100, ["c"])
+    notifier.roll_up(now)
+    archived = []
+    for info in store.list(ARCHIVE_PREFIX):
+        archived += [json.loads(line)["computation"] for line in gzip.decompress(store.get(info.key).body).splitlines()]
+    assert sorted(archived) == ["a", "b", "c"] and list(store.list(EVENTS_PREFIX)) == []

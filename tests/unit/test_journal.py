@@ -175,3 +175,32 @@ def test_attempts_and_a_pending_retry_survive_a_restart(store, tmp_path):
     assert orch.restart["attempts_restored"] == 1
     assert any("attempt 1" in e for e in rec.errors)
     assert retry_at is not None and time.time() >= retry_at - 0.1
+
+
+def test_a_completion_whose_event_could_not_be_written_is_told_after_the_restart(store, tmp_path):
+    from gcl_orchestrator.errors import TransientStorageError
+
+    runs = tmp_path / "runs.log"
+    put(store, "numbers.txt", b"1 2", step("split", "split", ["numbers.txt"], "numbers.json", runs=str(runs)))
+    real_put = store.put
+
+    def refuse_events(key, body, metadata=None):
+        if key.startswith(".gclo/events/"):
+            raise TransientStorageError("the store is not answering")
+        return real_put(key, body, metadata)
+
+    store.put = refuse_events
+    assert run(store)[1].exit_code == 0
+    store.put = real_put
+    assert completions(store) == []
+    assert run(store)[1].exit_code == 0
+    assert len(completions(store)) == 4  # told now, since it never was
+
+
+def test_rebuild_does_not_tell_completions_again(store, tmp_path):
+    runs = tmp_path / "runs.log"
+    put(store, "numbers.txt", b"1 2", step("split", "split", ["numbers.txt"], "numbers.json", runs=str(runs)))
+    assert run(store)[1].exit_code == 0
+    told = completions(store)
+    assert run(store, rebuild=True)[1].exit_code == 0
+    assert completions(store) == told
