@@ -11,6 +11,7 @@ from . import __version__, commands
 from .config import EVENT_CHOICES, DevSettings, RunSettings
 from .errors import ConfigError, GclError, HandlerLoadError, RulesError, SpecError, StorageError
 from .model import State
+from .views import DEFAULT_LIMIT
 
 EPILOG = """examples:
   gclo run --store ./bucket --handlers handlers/analytics.py --rules handlers/rules.yaml --until-idle
@@ -133,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("graph", help="export the live graph with each node's state (dot, mermaid, json)")
     add_store(g)
     g.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
+    g.add_argument("--state", choices=[st.value for st in State], help="only computations in this state")
+    g.add_argument("--around", metavar="KEY", help="only what is within two steps of this key or computation "
+                   "(what reads or writes it, and what reads or writes those)")
+    g.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+                   help=f"draw at most N computations (default {DEFAULT_LIMIT}; 0 for all)")
 
     li = sub.add_parser("lineage", help="print what an object was computed from, and whether each part is current",
                         description="Follows the runs each output records (the version of every input it read) "
@@ -218,7 +224,10 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "rerun":
             return commands.rerun(args.store, args.target, args.downstream, endpoint_url=args.endpoint_url)
         if args.command == "graph":
-            return commands.graph(args.store, args.format, endpoint_url=args.endpoint_url)
+            if args.limit < 0:
+                raise ConfigError("--limit must be 0 (all) or more")
+            return commands.graph(args.store, args.format, endpoint_url=args.endpoint_url, state=args.state,
+                                  around=args.around, limit=args.limit or None)
         return commands.validate(args.files)
     except (ConfigError, HandlerLoadError, RulesError, ValueError) as exc:
         print(f"gclo {args.command}: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from .errors import ConfigError, ObjectNotFound, SpecError, StorageError
 from .model import check_key
 from .runtime import tune_garbage_collection
 from .sources.requests import request_rerun
-from .views import lineage_lines, read_status, render_graph, render_status
+from .views import lineage_lines, read_status, render_graph, render_status, select
 from .gcl import encode_gcl, load_gcl
 from .storage import S3ObjectStore, open_store
 
@@ -107,13 +107,22 @@ def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.s
     return EXIT_OK
 
 
-def graph(store_uri: str, fmt: str, out: TextIO = sys.stdout, endpoint_url: str | None = None) -> int:
+def graph(store_uri: str, fmt: str, out: TextIO = sys.stdout, endpoint_url: str | None = None, *,
+          state: str | None = None, around: str | None = None, limit: int | None = None) -> int:
     store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
     doc = read_status(store)
     if doc is None:
         print(f"no status in {store.describe()}: no orchestrator has run on this store yet", file=sys.stderr)
         return EXIT_FAILED
-    out.write(render_graph(doc, fmt))
+    cut, matched = select(doc, state=state, around=around, limit=limit)
+    if around is not None and not matched:
+        print(f"gclo graph: no computation reads, writes or is named {around!r}", file=sys.stderr)
+        return EXIT_FAILED
+    shown = len(cut["computations"])
+    if shown < matched:
+        print(f"gclo graph: drawing {shown:,} of {matched:,} computations (--limit N, 0 for all; --state; "
+              "--around KEY)", file=sys.stderr)
+    out.write(render_graph(cut, fmt))
     return EXIT_OK
 
 

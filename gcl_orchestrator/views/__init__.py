@@ -1,8 +1,8 @@
 """Views of the graph for people and tools: the status document and the graph export, for the CLI (and the HTTP
 API and page to come). They read the core and the store; nothing here changes the graph."""
-from .graph import render_graph
+from .graph import DEFAULT_LIMIT, render_graph, select
 from .lineage import lineage_lines
 from .status import STATUS_KEY, build_status, read_status, render_status, write_status
 
-__all__ = ["STATUS_KEY", "build_status", "read_status", "render_status", "write_status", "render_graph",
+__all__ = ["STATUS_KEY", "build_status", "read_status", "render_status", "write_status", "render_graph", "select", "DEFAULT_LIMIT",
            "lineage_lines"]

@@ -9,6 +9,46 @@ COLOURS = {"waiting": "#d9d9d9", "ready": "#fff2a8", "running": "#8ecae6", "retr
            "done": "#90d58f", "failed": "#f28482", "upstream-failed": "#f5cac3"}
 
 
+DEFAULT_LIMIT = 500  # computations drawn unless told otherwise: a picture of 100,000 boxes helps nobody
+
+
+def select(status: dict[str, Any], state: str | None = None, around: str | None = None, depth: int = 2,
+           limit: int | None = DEFAULT_LIMIT) -> tuple[dict[str, Any], int]:
+    """The status document cut to what is asked: computations in `state`; those within `depth` steps of `around`
+    (a key or a computation: what reads or writes it, and so on outwards); at most `limit` (None: all). Returns
+    the cut document and how many computations matched before the limit."""
+    computations = status.get("computations", [])
+    if state is not None:
+        computations = [c for c in computations if c["state"] == state]
+    if around is not None:
+        readers: dict[str, list[dict[str, Any]]] = {}
+        writer: dict[str, dict[str, Any]] = {}
+        for c in computations:
+            for key in c["inputs"]:
+                readers.setdefault(key, []).append(c)
+            writer[c["output"]] = c
+        by_name = {c["computation"]: c for c in computations}
+        start = [by_name[around]] if around in by_name else readers.get(around, []) + (
+            [writer[around]] if around in writer else [])
+        chosen = {c["computation"]: c for c in start}
+        frontier = list(start)
+        for _ in range(max(0, depth - 1)):
+            nxt = []
+            for c in frontier:
+                near = list(readers.get(c["output"], []))
+                near += [writer[k] for k in c["inputs"] if k in writer]
+                for n in near:
+                    if n["computation"] not in chosen:
+                        chosen[n["computation"]] = n
+                        nxt.append(n)
+            frontier = nxt
+        computations = [c for c in computations if c["computation"] in chosen]
+    matched = len(computations)
+    if limit is not None and matched > limit:
+        computations = computations[:limit]
+    return {**status, "computations": computations}, matched
+
+
 def graph_data(status: dict[str, Any]) -> dict[str, Any]:
     computations = status.get("computations", [])
     keys: dict[str, dict[str, Any]] = {}

@@ -151,6 +151,16 @@ def test_the_graph_exports_with_each_nodes_state(store):
                                      capture_output=True, text=True).stdout)
     states = {n["id"]: n.get("state") for n in data["nodes"] if n["type"] == "computation"}
     assert states == {"copy": "done", "wait": "waiting"}
+    cut = subprocess.run([*GCLO, "graph", "--store", str(store.root), "--limit", "1"], capture_output=True,
+                         text=True)
+    assert cut.returncode == 0 and "drawing 1 of 2 computations" in cut.stderr and "c:wait" not in cut.stdout
+    around = subprocess.run([*GCLO, "graph", "--store", str(store.root), "--around", "never.txt", "--format",
+                             "json"], capture_output=True, text=True)
+    ids = {n["id"] for n in json.loads(around.stdout)["nodes"] if n["type"] == "computation"}
+    assert ids == {"wait", "copy"}  # wait reads never.txt; copy writes what wait reads
+    nothing = subprocess.run([*GCLO, "graph", "--store", str(store.root), "--around", "nope"],
+                             capture_output=True, text=True)
+    assert nothing.returncode == 1 and "no computation reads, writes or is named 'nope'" in nothing.stderr
 
 
 def test_a_handler_waiting_on_work_it_submitted_in_the_only_slot_does_not_hang(store):
