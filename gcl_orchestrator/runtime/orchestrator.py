@@ -207,6 +207,53 @@ class RunResult:
 SourceFactory = Callable[[Mapping[str, str]], Sequence[EventSource]]
 
 
+class _StatusWriter:
+    """Encodes and writes the status document on a thread of its own: the loop only builds it (that reads the
+    core), so a large graph's document never holds up scheduling. Only the newest document waiting is written."""
+
+    def __init__(self, store: ObjectStore, report: Callable[[object], None]):
+        self.store = store
+        self.report = report
+        self._cond = threading.Condition()
+        self._pending: dict[str, Any] | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = start_thread("gclo-status", self._loop, self.report, self._stopping)
+
+    def submit(self, doc: dict[str, Any]) -> None:
+        with self._cond:
+            self._pending = doc
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopping.is_set():
+                    self._cond.wait(0.5)
+                doc, self._pending = self._pending, None
+            if doc is None:
+                return  # stopping, nothing left to write
+            self.write(doc)
+
+    def write(self, doc: dict[str, Any]) -> None:
+        try:
+            write_status(self.store, doc)
+        except GclError as exc:
+            log.warning("could not write status to %s: %s", self.store.describe(), exc)
+
+    def stop(self) -> None:
+        """Write what is waiting, then stop."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
 class _Seen(NamedTuple):
     """An object as the runtime saw it: its metadata (None: not read, its producer's report brings the GCL),
     its version (the store's stamp, and the digest of its bytes where known), and why it cannot be read, if it
@@ -256,6 +303,7 @@ class Orchestrator:
         # elsewhere (a local directory's stamps) a HEAD reads the digest.
         self._etag_is_digest = store.etag_is_digest
         self.notifier = Notifier(store, registry, self.queue.put, publish_completions, on_told=self._on_told)
+        self._status = _StatusWriter(store, self.queue.put)
         self.stats = RunStats()
         self._committed_at: dict[str, float] = {}
         self.journal: Journal | None = None
@@ -291,6 +339,7 @@ class Orchestrator:
                         "written once only if the store honours it", self.store.describe())
         self.executor.start(self.queue.put)
         self.notifier.start()
+        self._status.start()
         interrupted = False
         try:
             self._load_store_rules()
@@ -326,10 +375,10 @@ class Orchestrator:
                 if wake is not None and time.time() >= wake:
                     self._feed([])  # time alone changes things: a retry is due, a time-out, a deadlock
                 if self._dirty and now - last_status >= status_every:
-                    took = self._save_status()
+                    took = self._save_status(background=True)
                     last_status = time.monotonic()
-                    # The document is a snapshot of the whole graph: on a large graph it is written less often,
-                    # so that writing it never takes more than a tenth of the loop's time.
+                    # The document is a snapshot of the whole graph: on a large graph it is built less often, so
+                    # that building it never takes more than a tenth of the loop's time (it is written off it).
                     status_every = max(opts.status_interval_s, 10 * took)
                 counts = self.core.counts()
                 if now - last_progress >= opts.progress_interval_s and counts != last_counts:
@@ -354,6 +403,7 @@ class Orchestrator:
             self._info["state"] = ("failed" if self._failed_component else
                                    "interrupted" if interrupted else "finished")
             self._info["stopped_at"] = time.time()
+            self._status.stop()  # what it was writing first, then the last word
             self._save_status()
         return self._result(interrupted)
 
@@ -815,15 +865,17 @@ class Orchestrator:
         self._incidents.append({"at": time.time(), "key": key, "message": message})
         self._dirty = True
 
-    def _save_status(self) -> float:
-        """Write the status document; returns how long that took."""
+    def _save_status(self, background: bool = False) -> float:
+        """Build the status document and write it, now or (`background`) from the status writer's thread;
+        returns how long the loop spent on it."""
         started = time.monotonic()
         self._info["handlers"] = self.handler_types.types()
-        try:
-            write_status(self.store, build_status(self.core, dict(self._info), self._incidents, time.time()))
-            self._dirty = False
-        except GclError as exc:
-            log.warning("could not write status to %s: %s", self.store.describe(), exc)
+        doc = build_status(self.core, dict(self._info), self._incidents, time.time())
+        self._dirty = False
+        if background:
+            self._status.submit(doc)
+        else:
+            self._status.write(doc)
         return time.monotonic() - started
 
     def _drain_after_stop(self) -> None:
