@@ -148,7 +148,9 @@ def _load_once(store: ObjectStore) -> Loaded:
 
 
 def _check_format(header: Any, key: str) -> None:
-    if not isinstance(header, dict) or header.get("journal") != FORMAT:
+    if not isinstance(header, dict):
+        raise ValueError(f"{key} does not start with a journal header")
+    if header.get("journal") != FORMAT:
         raise ValueError(f"{key} is journal format {header.get('journal')!r}, this release reads {FORMAT}")
 
 
@@ -184,8 +186,9 @@ def apply_records(objects: dict[str, Known], records: Iterable[Mapping[str, Any]
 
 class Journal:
     """Collects records as the orchestrator learns them (any thread) and writes them as the next segment at each
-    `flush()` (the orchestrator calls it off its loop, from a thread of its own); compacts every
-    COMPACT_EVERY segments. A store outage leaves the records buffered for the next flush."""
+    `flush()` (the orchestrator calls it off its loop, from a thread of its own); compacts once COMPACT_EVERY
+    segments hold at least half as many records as the snapshot has objects, or after MAX_SEGMENTS. A store outage
+    leaves the records buffered for the next flush."""
 
     def __init__(self, store: ObjectStore, next_seq: int, snapshot_seq: int = 0, *,
                  compact_every: int = COMPACT_EVERY, snapshot_objects: int = 0, records_since: int = 0):
