@@ -167,13 +167,7 @@ class SeaweedFilerSource(LoopingSource):
                 if created is not None:
                     emit(created)
         finally:  # however this ends (a crash here is restarted by the supervisor), the tail does not outlive it
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _end(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
 
@@ -191,10 +185,16 @@ class SeaweedFilerSource(LoopingSource):
     def _interrupt(self) -> None:
         with self._lock:  # after this, _run_once starts no new process
             proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            _end(proc)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Stop the tail process if it still runs (TERM, then KILL after 5 s) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
