@@ -359,6 +359,16 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:.2f} {unit}"
 
 
+def print_table(rows: list[dict], shown) -> None:
+    """Every figure next to its target (`shown(row)`: the value as text), and MISS where a target is missed."""
+    width = max(len(r["figure"]) for r in rows)
+    print(f"\n{'figure':<{width}}  {'value':>14}  {'target':>14}  ok")
+    for r in rows:
+        ok = "" if r.get("ok") is None else ("yes" if r["ok"] else "MISS")
+        print(f"{r['figure']:<{width}}  {shown(r):>14}  {r.get('target') or '':>14}  {ok}"
+              + (f"   ({r['detail']})" if r.get("detail") else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = ap.add_mutually_exclusive_group()
@@ -424,12 +434,7 @@ def main(argv: list[str] | None = None) -> int:
              "ok": sw["requests_per_computation"] <= 3},
         ]
 
-    width = max(len(r["figure"]) for r in rows)
-    print(f"\n{'figure':<{width}}  {'value':>14}  {'target':>14}  ok")
-    for r in rows:
-        ok = "" if r.get("ok") is None else ("yes" if r["ok"] else "MISS")
-        print(f"{r['figure']:<{width}}  {fmt(r['value'], r['unit']):>14}  {r.get('target') or '':>14}  {ok}"
-              + (f"   ({r['detail']})" if r.get("detail") else ""))
+    print_table(rows, lambda r: fmt(r["value"], r["unit"]))
     mode = "smoke" if args.smoke else "full" if args.full else "quick"
     report = {"mode": mode, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": platform.python_version(),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows,

@@ -36,6 +36,7 @@ from gcl_orchestrator.config import RunSettings, build_orchestrator  # noqa: E40
 from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping  # noqa: E402
 from gcl_orchestrator.runtime import tune_garbage_collection  # noqa: E402
 from gcl_orchestrator.storage import open_store  # noqa: E402
+from run import print_table  # noqa: E402  (bench/run.py, beside this file)
 
 HANDLERS = str(HERE / "handlers.py")
 RESULTS = HERE / "results"
@@ -132,12 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         flat = last["rate_per_s"] / first["rate_per_s"]
         rows.append({"figure": f"rate at {last['computations']:,} / rate at {first['computations']:,}",
                      "value": f"{flat:.2f}", "target": ">= 0.8", "ok": flat >= 0.8})
-    width = max(len(r["figure"]) for r in rows)
-    print(f"\n{'figure':<{width}}  {'value':>10}  {'target':>14}  ok")
-    for r in rows:
-        ok = "" if r.get("ok") is None else ("yes" if r["ok"] else "MISS")
-        print(f"{r['figure']:<{width}}  {r['value']:>10}  {r.get('target') or '':>14}  {ok}"
-              + (f"   ({r['detail']})" if r.get("detail") else ""))
+    print_table(rows, lambda r: r["value"])
     report = {"mode": "scale", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "python": platform.python_version(), "machine": {"cpus": os.cpu_count(),
                                                                "platform": platform.platform()},
