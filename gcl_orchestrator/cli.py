@@ -9,7 +9,7 @@ from typing import Sequence
 
 from . import __version__, commands
 from .config import EVENT_CHOICES, DevSettings, RunSettings
-from .errors import ConfigError, GclError, HandlerLoadError, RulesError, SpecError, StorageError
+from .errors import ConfigError, ExecutorUnavailable, GclError, HandlerLoadError, RulesError, SpecError, StorageError
 from .model import State
 from .views import DEFAULT_LIMIT
 
@@ -76,8 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="listing interval with --events poll (default 1.0)")
     r.add_argument("--reconcile-interval", dest="reconcile_s", type=float, metavar="SECONDS",
                    help="listing interval behind push sources (default 5 on a directory, 15 on S3)")
-    r.add_argument("--executor", choices=("process", "thread"), default="process",
-                   help="where handlers run (default: worker processes)")
+    r.add_argument("--executor", default="process", metavar="process|thread|dask://HOST:PORT|dask-local:N",
+                   help="where handlers run: worker processes (the default), threads of this process, the workers "
+                        "of a Dask scheduler (tls:// too), or a Dask cluster of N local worker processes started "
+                        "for the run (README, \"Scaling out\")")
     r.add_argument("--resources", metavar="NAME=AMOUNT,...",
                    help="capacity of the general pool, e.g. cpu=4,memory_mb=8000,gpu=1 (cpu defaults to --workers; "
                         "a resource not named has none)")
@@ -237,6 +239,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return commands.EXIT_USAGE
     except StorageError as exc:
         print(f"gclo {args.command}: store error: {exc}", file=sys.stderr)
+        return commands.EXIT_STORE
+    except ExecutorUnavailable as exc:
+        print(f"gclo {args.command}: {exc}", file=sys.stderr)
         return commands.EXIT_STORE
     except GclError as exc:
         print(f"gclo {args.command}: {exc}", file=sys.stderr)

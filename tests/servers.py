@@ -77,6 +77,83 @@ class MotoServer:
         forget_pid(self.proc.pid)
 
 
+class DaskCluster:
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1, as a user starts them from the README. The
+    scheduler fails an attempt at the first worker lost under it (allowed-failures 0), so the orchestrator
+    counts and retries it. Workers run without a nanny, so that the PID a test kills is the worker itself."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **env, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._dask = str(Path(sys.executable).with_name("dask"))
+        self._spawn("scheduler", [self._dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                  "--no-dashboard"])
+        self._wait(lambda names: True, "the scheduler")
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def target(self) -> str:
+        return f"dask://127.0.0.1:{self.port}"
+
+    def add_worker(self, name: str, resources: str | None = None, nthreads: int = 2) -> subprocess.Popen:
+        args = [self._dask, "worker", self.address, "--host", "127.0.0.1", "--name", name, "--nthreads",
+                str(nthreads), "--no-nanny", "--no-dashboard"]
+        if resources:
+            args += ["--resources", resources]
+        proc = self._spawn(name, args)
+        self._wait(lambda names: name in names, f"worker {name}")
+        return proc
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait(10)
+        forget_pid(proc.pid)
+
+    def stop(self) -> None:
+        for name in [n for n in self.procs if n != "scheduler"] + ["scheduler"]:
+            proc = self.procs.pop(name, None)
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            forget_pid(proc.pid)
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        record_pid(proc.pid)
+        self.procs[name] = proc
+        return proc
+
+    def _wait(self, ready, what: str) -> None:
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs.values()):
+                break
+            try:
+                with Client(self.address, timeout="2s") as client:
+                    names = {w.get("name") for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+                if ready(names):
+                    return
+            except (OSError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{what} did not start (dask on port {self.port})")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def aws_test_environment():
     """Credentials every test server accepts; nothing from the developer's own AWS setup leaks in."""
