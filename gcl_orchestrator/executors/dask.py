@@ -51,6 +51,8 @@ log = logging.getLogger("gclo.executor")
 handler_log = logging.getLogger("gclo.handler")
 POLL_S = 1.0  # how often the scheduler is asked for its workers
 SCHEDULER_GONE_S = 30.0  # the scheduler unreachable this long ends the executor
+SWEEP_S = 0.2  # how often the futures in flight are looked at for outcomes that did not come on the topic
+FETCH_AFTER_S = 2.0  # a task finished this long ago whose outcome has not come on the topic: its result is fetched
 CONNECT_S = 10  # how long a scheduler that does not answer is tried at start
 
 
@@ -154,15 +156,21 @@ def reply_queue(key: str) -> str:
 
 
 def run_attempt(task: Task, plugin_name: str, topic: str, key: str) -> object:
-    """The Dask task: one attempt, run by the worker side of runtime/ with the plugin's registry and store."""
+    """The Dask task: one attempt, run by the worker side of runtime/ with the plugin's registry and store. The
+    outcome goes out on the run's topic, behind the attempt's other events and ahead of Dask's own word that the
+    task finished, so the orchestrator need not fetch it; it is also the task's result, for when it must."""
     worker = get_worker()
     plugin = worker.plugins.get(plugin_name)
     where = worker.name if worker.name is not None else worker.address
+    channel = _TaskChannel(worker, topic, key)
     if plugin is None or plugin.registry is None:
         why = plugin.error if plugin is not None else "the handler plugin is not installed"
-        return ComputationFailed(task.spec.computation, task.attempt,
-                                 f"Dask worker {where} cannot load the handlers: {why}")
-    return run_task(task, plugin.registry, plugin.store(task.store_uri), _TaskChannel(worker, topic, key))
+        outcome: object = ComputationFailed(task.spec.computation, task.attempt,
+                                            f"Dask worker {where} cannot load the handlers: {why}")
+    else:
+        outcome = run_task(task, plugin.registry, plugin.store(task.store_uri), channel)
+    worker.log_event(topic, {"key": key, "outcome": pickle.dumps(outcome)})
+    return outcome
 
 
 # --- the orchestrator side ---------------------------------------------------------------------------------------
@@ -173,7 +181,9 @@ class DaskExecutor(Executor):
     each task's future; handler events from the run's Dask event topic; capacity changes from a supervised thread
     that polls the scheduler, which also carries cancels and replies so that the loop never waits on Dask."""
 
-    prefetch = 1  # a task queued in Dask per slot: a worker that finishes starts the next one at once
+    # Tasks queued in Dask per slot, so that a worker that finishes starts its next task without waiting for the
+    # orchestrator (Dask runs them in the core's aged-priority order, which each task carries).
+    prefetch = 8
 
     def __init__(self, client: Client, cluster: Any, target: str, handler_sources: Sequence[str],
                  handler_types: Collection[str], store_uri: str):
@@ -210,7 +220,10 @@ class DaskExecutor(Executor):
         address, local = parse_target(target)
         cluster = None
         if local is not None:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            # Every worker lost under a task is the core's to count; tasks go to workers as soon as they are
+            # submitted, so that a worker finishing one starts the next without asking the scheduler for it.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                                  "distributed.scheduler.worker-saturation": float("inf")}):
                 cluster = distributed.LocalCluster(n_workers=local, threads_per_worker=1, processes=True,
                                                    host="127.0.0.1", dashboard_address=None,
                                                    silence_logs=logging.WARNING)
@@ -274,7 +287,6 @@ class DaskExecutor(Executor):
                                      pure=False)
         with self._lock:
             self._futures[ident] = future
-        future.add_done_callback(lambda f, ident=ident: self._done(ident, f))
 
     def cancel(self, computation: str, attempt: int) -> None:
         self._commands.put(("cancel", (computation, attempt)))
@@ -317,14 +329,29 @@ class DaskExecutor(Executor):
         self._emit(outcome)
         return True
 
+    def _sweep(self, finished: dict[tuple[str, int], float]) -> None:
+        """Outcomes that did not come on the topic: a task that erred (its worker died under it), was dropped, or
+        finished without its outcome arriving within FETCH_AFTER_S (then its result is fetched). Looks only at
+        the futures in flight, which the core bounds by the slots."""
+        now = time.monotonic()
+        with self._lock:
+            flight = list(self._futures.items())
+        for ident in [i for i in finished if i not in self._futures]:
+            del finished[ident]  # settled by its outcome on the topic: the usual case
+        for ident, future in flight:
+            status = future.status
+            if status == "pending":
+                continue
+            if status == "finished":
+                if now - finished.setdefault(ident, now) > FETCH_AFTER_S:
+                    del finished[ident]
+                    self._fetch(ident)
+                continue
+            self._done(ident, future)
+
     def _done(self, ident: tuple[str, int], future: Any) -> None:
         status = future.status
-        if status == "finished":
-            try:
-                outcome = future.result()
-            except Exception as exc:  # the result could not be fetched: its worker went away meanwhile
-                outcome = ComputationFailed(*ident, f"lost the result with its Dask worker: {exc}", worker_lost=True)
-        elif status == "error":
+        if status == "error":
             exc = future.exception()
             if isinstance(exc, distributed.KilledWorker):
                 last = getattr(exc, "last_worker", None)
@@ -341,12 +368,27 @@ class DaskExecutor(Executor):
     def _on_event(self, event: tuple[float, Mapping[str, Any]]) -> None:
         _, message = event
         try:
-            decoded = pickle.loads(message["event"])
+            decoded = pickle.loads(message["outcome"] if "outcome" in message else message["event"])
         except Exception as exc:
             log.warning("an unreadable event on %s: %s", self._topic, exc)
             return
+        if "outcome" in message:
+            self._settle((decoded.computation, decoded.attempt), decoded)
+            return
         assert self._emit is not None
         self._emit(decoded)
+
+    def _fetch(self, ident: tuple[str, int]) -> None:
+        """A task Dask says finished whose outcome did not come on the topic: its result says it."""
+        with self._lock:
+            future = self._futures.get(ident)
+        if future is None:
+            return
+        try:
+            outcome = future.result(timeout=30)
+        except Exception as exc:  # the result could not be fetched: its worker went away meanwhile
+            outcome = ComputationFailed(*ident, f"lost the result with its Dask worker: {exc}", worker_lost=True)
+        self._settle(ident, outcome)
 
     def _workers(self) -> dict[str, Mapping[str, Any]]:
         return dict(self._client.scheduler_info(n_workers=-1).get("workers", {}))
@@ -359,11 +401,16 @@ class DaskExecutor(Executor):
 
     def _loop(self) -> None:
         last_poll = 0.0
+        last_sweep = 0.0
+        finished: dict[tuple[str, int], float] = {}  # attempts Dask says finished -> when it was first seen so
         while not self._stopping.is_set():
             try:
-                kind, payload = self._commands.get(timeout=0.1)
+                kind, payload = self._commands.get(timeout=0.05)
             except queue.Empty:
                 kind = ""
+            if time.monotonic() - last_sweep >= SWEEP_S:
+                last_sweep = time.monotonic()
+                self._sweep(finished)
             if kind == "cancel":
                 self._cancel(payload)
             elif kind == "deliver":

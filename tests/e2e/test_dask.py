@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 
@@ -138,3 +139,35 @@ def test_handlers_that_wait_for_work_they_submitted_give_their_thread_to_it(clus
     assert proc.returncode == 0, proc.stderr
     s = LocalDirectoryStore(store)
     assert [json.loads(s.get(f"parent-{i}.json").body) for i in range(4)] == [{"child": 42}] * 4
+
+
+def test_a_worker_that_joins_later_gets_the_handlers_and_what_it_offers_becomes_usable(cluster, tmp_path):
+    """The handler file is gone by the time the newcomer joins: it runs from the copy the plugin carries."""
+    store = tmp_path / "bucket"
+    (store / "in").mkdir(parents=True)
+    log = tmp_path / "gclo.log"
+    handlers = tmp_path / "elsewhere" / "cluster_handlers.py"
+    handlers.parent.mkdir()
+    shutil.copy(HANDLERS, handlers)
+    args = run_args(cluster, store)
+    args[args.index(HANDLERS)] = str(handlers)
+    with open(log, "w") as err:
+        proc = subprocess.Popen(args, stderr=err, text=True)
+    try:
+        wait_until(lambda: "start-up:" in log.read_text(), 60, "the orchestrator started")
+        handlers.unlink()
+        cluster.add_worker("newcomer", "only_here=1", nthreads=1)
+        wait_until(lambda: "only_here=1" in log.read_text(), 30, "the core told of the newcomer's resource")
+        assert "Dask worker joined: tcp://127.0.0.1:" in log.read_text()
+        numbers = tmp_path / "numbers.json"
+        numbers.write_text("[8]")
+        spec = gcl(computation="there", handler_type="part", inputs=["in/numbers.json"], output="there.json",
+                   resources={"only_here": 1}, params={"index": 0, "kind": "any"})
+        assert gclo("put", numbers, "in/numbers.json", "--store", store, "--gcl", spec).returncode == 0
+        wait_until(lambda: (store / "there.json").exists(), 60, "the computation only the newcomer can run")
+        assert json.loads((store / "there.json").read_text()) == {"value": 16, "kind": "any", "worker": "newcomer"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        cluster.kill("newcomer")
+    assert "Traceback" not in log.read_text()
