@@ -215,7 +215,7 @@ def dev(settings: DevSettings, out: TextIO = sys.stdout) -> int:
         out.flush()
         code = run(RunSettings(store=store_uri, handlers=sources, workers=settings.workers,
                                until_idle=settings.until_idle, rules=settings.rules, events="seaweedfs",
-                               filer=server.filer, quiet_s=settings.quiet_s))
+                               filer=server.filer, quiet_s=settings.quiet_s, executor=settings.executor))
         if settings.until_idle:
             doc = read_status(store)
             if doc is not None:

@@ -80,6 +80,7 @@ class DevSettings:
     quiet_s: float = 1.0
     puts: Sequence[tuple[str, str]] = ()
     show: Sequence[str] = ()
+    executor: str = "process"
 
 
 def parse_resources(text: str | None, what: str = "--resources") -> dict[str, float]:

@@ -18,7 +18,9 @@ from gcl_orchestrator.runtime import audit
 from gcl_orchestrator.storage import LocalDirectoryStore
 
 from ..conftest import wait_until
-from ..servers import DaskCluster
+from gcl_orchestrator.devservers.dask import DaskCluster
+
+from ..servers import forget_pid, record_pid
 from .test_gclo_cli import GCLO, ROOT, gcl, gclo
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +31,7 @@ PARTS = 24  # part i doubles i + 1; KINDS in the handlers: i % 4 == 1 asks for a
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, aws_test_environment):
     trail = tmp_path_factory.mktemp("dask") / "audit.jsonl"
-    c = DaskCluster({"GCLO_AUDIT_LOG": str(trail)})
+    c = DaskCluster({"GCLO_AUDIT_LOG": str(trail)}, on_start=record_pid, on_stop=forget_pid)
     try:
         c.add_worker("gpu-worker", "gpu=1,ml_handler=1")
         c.add_worker("cpu-worker")
