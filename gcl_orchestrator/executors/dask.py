@@ -51,6 +51,7 @@ log = logging.getLogger("gclo.executor")
 handler_log = logging.getLogger("gclo.handler")
 POLL_S = 1.0  # how often the scheduler is asked for its workers
 SCHEDULER_GONE_S = 30.0  # the scheduler unreachable this long ends the executor
+EVENT_MAX_BYTES = 8192  # outcomes up to this size travel as Dask events; larger ones are fetched
 SWEEP_S = 0.2  # how often the futures in flight are looked at for outcomes that did not come on the topic
 FETCH_AFTER_S = 2.0  # a task finished this long ago whose outcome has not come on the topic: its result is fetched
 CONNECT_S = 10  # how long a scheduler that does not answer is tried at start
@@ -169,7 +170,12 @@ def run_attempt(task: Task, plugin_name: str, topic: str, key: str) -> object:
                                             f"Dask worker {where} cannot load the handlers: {why}")
     else:
         outcome = run_task(task, plugin.registry, plugin.store(task.store_uri), channel)
-    worker.log_event(topic, {"key": key, "outcome": pickle.dumps(outcome)})
+    encoded = pickle.dumps(outcome)
+    # The scheduler keeps a topic's last events (1,000 by default): a large outcome (a handler that emitted
+    # thousands of specs) is only announced there, and fetched from this task's result.
+    message = {"key": key, "outcome": encoded} if len(encoded) <= EVENT_MAX_BYTES else \
+        {"key": key, "fetch": [task.spec.computation, task.attempt]}
+    worker.log_event(topic, message)
     return outcome
 
 
@@ -177,9 +183,10 @@ def run_attempt(task: Task, plugin_name: str, topic: str, key: str) -> object:
 
 class DaskExecutor(Executor):
     """Attempts as Dask tasks. `connect` opens the client (starting a LocalCluster for dask-local:N) and waits for
-    the first worker; `pools` then says what the cluster offers, for the core's configuration. Outcomes come from
-    each task's future; handler events from the run's Dask event topic; capacity changes from a supervised thread
-    that polls the scheduler, which also carries cancels and replies so that the loop never waits on Dask."""
+    the first worker; `pools` then says what the cluster offers, for the core's configuration. Outcomes and handler
+    events come on the run's Dask event topic; a supervised thread sweeps the futures in flight for what the topic
+    cannot say (a worker lost, a task dropped, a large outcome to fetch), polls the scheduler for its workers,
+    and carries cancels and replies, so that the loop never waits on Dask."""
 
     # Tasks queued in Dask per slot, so that a worker that finishes starts its next task without waiting for the
     # orchestrator (Dask runs them in the core's aged-priority order, which each task carries).
@@ -282,11 +289,14 @@ class DaskExecutor(Executor):
             log.info("waiting for a Dask worker with %s: none in the cluster now (%s and others wait for it)",
                      describe(wanted), task.spec.computation)
         key = task_key(self._namespace, task)
+        with self._lock:
+            self._futures[ident] = None  # its outcome may come before submit returns
         future = self._client.submit(run_attempt, task, self._plugin.name, self._topic, key, key=key,
                                      resources=wanted or None, priority=int(task.priority * 1000), retries=0,
                                      pure=False)
         with self._lock:
-            self._futures[ident] = future
+            if ident in self._futures:
+                self._futures[ident] = future
 
     def cancel(self, computation: str, attempt: int) -> None:
         self._commands.put(("cancel", (computation, attempt)))
@@ -308,7 +318,8 @@ class DaskExecutor(Executor):
             left = list(self._futures.items())
         for ident, future in left:
             self._settle(ident, ComputationFailed(*ident, "the orchestrator stopped before this attempt ended"))
-            future.cancel()
+            if future is not None:
+                future.cancel()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._closed = True
@@ -339,6 +350,8 @@ class DaskExecutor(Executor):
         for ident in [i for i in finished if i not in self._futures]:
             del finished[ident]  # settled by its outcome on the topic: the usual case
         for ident, future in flight:
+            if future is None:
+                continue  # being submitted
             status = future.status
             if status == "pending":
                 continue
@@ -367,6 +380,10 @@ class DaskExecutor(Executor):
 
     def _on_event(self, event: tuple[float, Mapping[str, Any]]) -> None:
         _, message = event
+        if "fetch" in message:
+            computation, attempt = message["fetch"]
+            self._commands.put(("fetch", (computation, attempt)))
+            return
         try:
             decoded = pickle.loads(message["outcome"] if "outcome" in message else message["event"])
         except Exception as exc:
@@ -379,7 +396,7 @@ class DaskExecutor(Executor):
         self._emit(decoded)
 
     def _fetch(self, ident: tuple[str, int]) -> None:
-        """A task Dask says finished whose outcome did not come on the topic: its result says it."""
+        """A task whose outcome did not come on the topic (too large, or late): its result says it."""
         with self._lock:
             future = self._futures.get(ident)
         if future is None:
@@ -411,7 +428,9 @@ class DaskExecutor(Executor):
             if time.monotonic() - last_sweep >= SWEEP_S:
                 last_sweep = time.monotonic()
                 self._sweep(finished)
-            if kind == "cancel":
+            if kind == "fetch":
+                self._fetch(payload)
+            elif kind == "cancel":
                 self._cancel(payload)
             elif kind == "deliver":
                 computation, attempt, message = payload
@@ -426,7 +445,7 @@ class DaskExecutor(Executor):
     def _cancel(self, ident: tuple[str, int]) -> None:
         with self._lock:
             future = self._futures.get(ident)
-        if future is not None and self._settle(ident, ComputationFailed(*ident, "cancelled")):
+        if self._settle(ident, ComputationFailed(*ident, "cancelled")) and future is not None:
             future.cancel()  # a running handler's thread goes on; a late commit of its output counts
 
     def _poll(self) -> None:

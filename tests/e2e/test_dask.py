@@ -173,3 +173,18 @@ def test_a_worker_that_joins_later_gets_the_handlers_and_what_it_offers_becomes_
         proc.wait(60)
         cluster.kill("newcomer")
     assert "Traceback" not in log.read_text()
+
+
+def test_a_handler_whose_outcome_is_too_large_for_a_dask_event_still_completes(cluster, tmp_path):
+    """300 emitted specs: the outcome is announced on the topic and fetched from the task's result."""
+    cluster.trail.write_text("")
+    store = tmp_path / "bucket"
+    start = tmp_path / "start.txt"
+    start.write_text("go")
+    spec = gcl(computation="fan", handler_type="fan", inputs=["in/start.txt"], output="numbers.json",
+               params={"parts": 300})
+    assert gclo("put", start, "in/start.txt", "--store", store, "--gcl", spec).returncode == 0
+    proc = subprocess.run(run_args(cluster, store, "--until-idle"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    total = json.loads(LocalDirectoryStore(store).get("sum.json").body)
+    assert total["sum"] == sum(2 * (i + 1) for i in range(300)) and total["parts"] == 300
