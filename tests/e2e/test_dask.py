@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -188,3 +189,17 @@ def test_a_handler_whose_outcome_is_too_large_for_a_dask_event_still_completes(c
     assert proc.returncode == 0, proc.stderr
     total = json.loads(LocalDirectoryStore(store).get("sum.json").body)
     assert total["sum"] == sum(2 * (i + 1) for i in range(300)) and total["parts"] == 300
+
+
+def test_a_time_out_cancels_the_dask_task_and_fails_the_attempt_at_once(cluster, tmp_path):
+    store = tmp_path / "bucket"
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text("[1]")
+    spec = gcl(computation="slow", handler_type="part", inputs=["in/numbers.json"], output="slow.json",
+               timeout_s=1, retry={"max_attempts": 1}, params={"index": 0, "kind": "any", "sleep": 10})
+    assert gclo("put", numbers, "in/numbers.json", "--store", store, "--gcl", spec).returncode == 0
+    started = time.monotonic()
+    proc = subprocess.run(run_args(cluster, store, "--until-idle"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "attempt slow #1 failed: timed out after 1s" in proc.stderr, proc.stderr[-2000:]
+    assert time.monotonic() - started < 6  # neither the handler's 10 s nor a stop that waits for it
