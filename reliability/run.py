@@ -431,6 +431,8 @@ def dask_kills(target: Target, p: Profile, rng: random.Random) -> Outcome:
     not_retried = [c for c, a in killed if not any(n > a for n in attempts[c]) and not _ended(target, c, a)]
     if not_retried:
         outcome.problems.append(f"attempts killed with their Dask worker never retried: {not_retried}")
+    if not killed:
+        outcome.problems.append("no Dask worker was killed mid-computation: the run ended first")
     return outcome
 
 

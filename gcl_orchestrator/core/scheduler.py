@@ -1364,7 +1364,7 @@ class Scheduler:
                 holders.append(blocked)
             for r in demand:
                 held[r] += mine.get(r, 0.0)
-        capacity = pool.spec.capacity
+        capacity = pool.ceiling  # the most it has offered: a pool shrunk for a while is not a deadlock
         short = [r for r, a in demand.items() if a > capacity.get(r, 0.0) - held[r]]
         if not short or not holders:
             return  # room will come when running work finishes

@@ -41,7 +41,7 @@ from distributed import Client, WorkerPlugin, get_worker, rejoin, secede
 from ..interfaces import Executor, Task
 from .dask_pools import (affinity_types, describe, fits_one, parse_target, pools_from_workers,
                          restrictions, task_key)
-from ..model import CapacityChanged, ComputationFailed
+from ..model import CapacityChanged, ComponentFailed, ComputationFailed
 from ..runtime.context import ReplyBox
 from ..runtime.handlers import HandlerRegistry
 from ..runtime.worker import run_task
@@ -51,6 +51,8 @@ log = logging.getLogger("gclo.executor")
 handler_log = logging.getLogger("gclo.handler")
 POLL_S = 1.0  # how often the scheduler is asked for its workers
 SCHEDULER_GONE_S = 30.0  # the scheduler unreachable this long ends the executor
+_SUBMITTING = object()  # an attempt handed to Dask whose future is not known yet
+SECEDE_AFTER_S = 0.5  # a handler waiting longer than this for an answer leaves its worker's thread pool
 EVENT_MAX_BYTES = 8192  # outcomes up to this size travel as Dask events; larger ones are fetched
 SWEEP_S = 0.2  # how often the futures in flight are looked at for outcomes that did not come on the topic
 FETCH_AFTER_S = 2.0  # a task finished this long ago whose outcome has not come on the topic: its result is fetched
@@ -123,6 +125,13 @@ class _TaskChannel(ReplyBox):
         self._key = key
         self._inbox: Any = None
 
+    def close(self) -> None:
+        if self._inbox is not None:
+            try:
+                self._inbox.close()
+            except Exception:  # the scheduler is gone: nothing to let go of
+                pass
+
     def _publish(self, event: object) -> None:
         self._worker.log_event(self._topic, {"key": self._key, "event": pickle.dumps(event)})
 
@@ -139,12 +148,15 @@ class _TaskChannel(ReplyBox):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
-                if not seceded:
-                    secede()
-                    seceded = True
+                # Answers that come at once (a submission accepted) are taken without leaving the thread pool,
+                # which would cost a wait to rejoin it; a longer wait gives the thread to other work.
+                step = SECEDE_AFTER_S if not seceded else 5.0
                 try:
-                    raw = self._inbox.get(timeout=min(remaining, 5.0) if remaining is not None else 5.0)
+                    raw = self._inbox.get(timeout=min(remaining, step) if remaining is not None else step)
                 except TimeoutError:
+                    if not seceded:
+                        secede()
+                        seceded = True
                     continue
                 self._replies.append(pickle.loads(raw))
         finally:
@@ -169,7 +181,10 @@ def run_attempt(task: Task, plugin_name: str, topic: str, key: str) -> object:
         outcome: object = ComputationFailed(task.spec.computation, task.attempt,
                                             f"Dask worker {where} cannot load the handlers: {why}")
     else:
-        outcome = run_task(task, plugin.registry, plugin.store(task.store_uri), channel)
+        try:
+            outcome = run_task(task, plugin.registry, plugin.store(task.store_uri), channel)
+        finally:
+            channel.close()
     encoded = pickle.dumps(outcome)
     # The scheduler keeps a topic's last events (1,000 by default): a large outcome (a handler that emitted
     # thousands of specs) is only announced there, and fetched from this task's result.
@@ -204,10 +219,12 @@ class DaskExecutor(Executor):
         digest = hashlib.sha1(repr((tuple(handler_sources), sorted(files.items()))).encode()).hexdigest()[:10]
         self._plugin = HandlerPlugin(f"gclo-handlers-{digest}", handler_sources, files)
         self._lock = threading.Lock()
-        self._futures: dict[tuple[str, int], Any] = {}
+        self._futures: dict[tuple[str, int], Any] = {}  # in flight: its Dask future (or _SUBMITTING)
+        self._replies: dict[tuple[str, int], Any] = {}  # the reply queues of attempts that were answered
         self._waiting_for: set[str] = set()  # demands already logged as waiting for a worker
         self._offers_seen: dict[str, dict[str, float]] = {}  # worker address -> the resources it offered
         self._current: tuple[str, ...] = ()  # the workers there now
+        self._absent: set[str] = set()  # resources some worker offered and none offers now
         workers = self._workers()
         self._affinity = affinity_types(workers, handler_types)
         self.pools = pools_from_workers(workers, self._affinity)
@@ -242,11 +259,17 @@ class DaskExecutor(Executor):
                 raise ConnectionError(f"no Dask scheduler answers at {target}: {exc}") from None
             try:
                 client.wait_for_workers(1, timeout=wait_s)
-            except TimeoutError:
+            except BaseException as exc:
                 client.close()
-                raise ConnectionError(f"the Dask scheduler at {target} has no worker, and none joined in "
-                                      f"{wait_s:g} s") from None
-            return cls(client, cluster, target, handler_sources, handler_types, store_uri)
+                if isinstance(exc, TimeoutError):
+                    raise ConnectionError(f"the Dask scheduler at {target} has no worker, and none joined in "
+                                          f"{wait_s:g} s") from None
+                raise
+            try:
+                return cls(client, cluster, target, handler_sources, handler_types, store_uri)
+            except BaseException:
+                client.close()
+                raise
         except BaseException:
             if cluster is not None:
                 cluster.close()
@@ -280,9 +303,8 @@ class DaskExecutor(Executor):
             now = [self._offers_seen[a] for a in self._current]
         if wanted and not fits_one(wanted, offers):
             largest = max(offers, key=lambda o: sum(o.get(r, 0.0) >= a for r, a in wanted.items()), default={})
-            self._emit(ComputationFailed(*ident, f"asks for {describe(wanted)} on one Dask worker; no worker the "
-                                                 f"cluster has had offers that (the closest: "
-                                                 f"{describe(largest)})", permanent=True))
+            self._emit(ComputationFailed(*ident, f"asks for {describe(wanted)} on one worker; no Dask worker seen "
+                                                 f"offers that (closest: {describe(largest)})", permanent=True))
             return
         if wanted and not fits_one(wanted, now) and describe(wanted) not in self._waiting_for:
             self._waiting_for.add(describe(wanted))
@@ -290,12 +312,17 @@ class DaskExecutor(Executor):
                      describe(wanted), task.spec.computation)
         key = task_key(self._namespace, task)
         with self._lock:
-            self._futures[ident] = None  # its outcome may come before submit returns
-        future = self._client.submit(run_attempt, task, self._plugin.name, self._topic, key, key=key,
-                                     resources=wanted or None, priority=int(task.priority * 1000), retries=0,
-                                     pure=False)
+            self._futures[ident] = _SUBMITTING  # its outcome may come before submit returns
+        try:
+            future = self._client.submit(run_attempt, task, self._plugin.name, self._topic, key, key=key,
+                                         resources=wanted or None, priority=int(task.priority * 1000), retries=0,
+                                         pure=False)
+        except Exception as exc:  # the client is closed: the scheduler is gone (the poll ends the executor)
+            self._settle(ident, ComputationFailed(*ident, f"could not hand it to Dask: {exc}"[:300],
+                                                  worker_lost=True))
+            return
         with self._lock:
-            if ident in self._futures:
+            if ident in self._futures:  # else settled already, by an outcome that came first
                 self._futures[ident] = future
 
     def cancel(self, computation: str, attempt: int) -> None:
@@ -318,7 +345,7 @@ class DaskExecutor(Executor):
             left = list(self._futures.items())
         for ident, future in left:
             self._settle(ident, ComputationFailed(*ident, "the orchestrator stopped before this attempt ended"))
-            if future is not None:
+            if future is not _SUBMITTING:
                 future.cancel()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -334,10 +361,17 @@ class DaskExecutor(Executor):
     def _settle(self, ident: tuple[str, int], outcome: object) -> bool:
         """The one outcome of an attempt, emitted once whichever path reports it first."""
         with self._lock:
-            if self._futures.pop(ident, None) is None:
+            if ident not in self._futures:
                 return False
+            del self._futures[ident]
+            replies = self._replies.pop(ident, None)
         assert self._emit is not None
         self._emit(outcome)
+        if replies is not None:
+            try:
+                replies.close()  # the scheduler lets go of the attempt's reply queue
+            except Exception as exc:
+                log.debug("closing the reply queue of %s #%d: %s", *ident, exc)
         return True
 
     def _sweep(self, finished: dict[tuple[str, int], float]) -> None:
@@ -350,8 +384,8 @@ class DaskExecutor(Executor):
         for ident in [i for i in finished if i not in self._futures]:
             del finished[ident]  # settled by its outcome on the topic: the usual case
         for ident, future in flight:
-            if future is None:
-                continue  # being submitted
+            if future is _SUBMITTING:
+                continue
             status = future.status
             if status == "pending":
                 continue
@@ -399,7 +433,7 @@ class DaskExecutor(Executor):
         """A task whose outcome did not come on the topic (too large, or late): its result says it."""
         with self._lock:
             future = self._futures.get(ident)
-        if future is None:
+        if future is None or future is _SUBMITTING:
             return
         try:
             outcome = future.result(timeout=30)
@@ -434,46 +468,70 @@ class DaskExecutor(Executor):
                 self._cancel(payload)
             elif kind == "deliver":
                 computation, attempt, message = payload
+                ident = (computation, attempt)
                 with self._lock:
-                    future = self._futures.get((computation, attempt))
-                if future is not None:
-                    distributed.Queue(reply_queue(future.key), client=self._client).put(pickle.dumps(message))
+                    future = self._futures.get(ident)
+                    replies = self._replies.get(ident)
+                if future is not None and future is not _SUBMITTING:
+                    if replies is None:
+                        replies = distributed.Queue(reply_queue(future.key), client=self._client)
+                        with self._lock:
+                            self._replies[ident] = replies
+                    replies.put(pickle.dumps(message))
             if time.monotonic() - last_poll >= POLL_S:
                 last_poll = time.monotonic()
-                self._poll()
+                if not self._poll():
+                    return
 
     def _cancel(self, ident: tuple[str, int]) -> None:
         with self._lock:
             future = self._futures.get(ident)
-        if self._settle(ident, ComputationFailed(*ident, "cancelled")) and future is not None:
+        if self._settle(ident, ComputationFailed(*ident, "cancelled")) and future not in (None, _SUBMITTING):
             future.cancel()  # a running handler's thread goes on; a late commit of its output counts
 
-    def _poll(self) -> None:
+    def _poll(self) -> bool:
+        """False once the executor cannot go on."""
+        if self._client.status in ("closing", "closed", "failed"):  # it gave up reconnecting: so do we
+            message = f"lost the connection to the Dask scheduler at {self._target}"
+            log.error("%s: every attempt in flight fails, and the run ends", message)
+            self._give_up(message)
+            assert self._emit is not None
+            self._emit(ComponentFailed("gclo-dask", message))
+            return False
         try:
-            workers = self._workers()
+            info = self._client.scheduler_info(n_workers=-1)
+            if "workers" not in info:
+                raise ConnectionError("it answered without its workers")
+            workers = dict(info["workers"])
         except Exception as exc:
             self._unreachable_since = self._unreachable_since or time.monotonic()
             if time.monotonic() - self._unreachable_since > SCHEDULER_GONE_S:
                 raise ConnectionError(f"the Dask scheduler at {self._target} has not answered for "
                                       f"{SCHEDULER_GONE_S:g} s: {exc}") from None
-            return
+            return True
         self._unreachable_since = None
         before = set(self._current)
         self._note_workers(workers)
         joined, left = set(workers) - before, before - set(workers)
         if not joined and not left:
-            return
+            return True
         for address in sorted(joined):
             log.info("Dask worker joined: %s (%s threads, %s)", address, workers[address].get("nthreads"),
                      describe(workers[address].get("resources") or {}))
         for address in sorted(left):
             log.info("Dask worker left: %s", address)
+        offered = {r for a in workers for r, n in self._offers_seen.get(a, {}).items() if n > 0}
+        ever = {r for offer in self._offers_seen.values() for r, n in offer.items() if n > 0}
+        for resource in sorted((ever - offered) - self._absent):
+            log.info("no Dask worker offers %s now (one did): work that asks for it waits until one joins", resource)
+        self._absent = ever - offered
         pools = pools_from_workers(workers, self._affinity)
         if pools != self.pools:
             self.pools = pools
             self._waiting_for.clear()
             assert self._emit is not None
             self._emit(CapacityChanged(pools))
+        return True
 
     def _give_up(self, message: str) -> None:
         with self._lock:

@@ -333,12 +333,16 @@ class Orchestrator:
         opts = self.options
         self._info["started_at"] = time.time()
         self.stats.started = time.monotonic()
-        for note in self.store.startup_check(verify_create=opts.check_create):
-            log.info("store %s: %s", self.store.describe(), note)
-        if not opts.check_create:
-            log.warning("store %s: create-if-absent was not checked (--unsafe-skip-create-check); outputs are "
-                        "written once only if the store honours it", self.store.describe())
-        self.executor.start(self.queue.put)
+        try:
+            for note in self.store.startup_check(verify_create=opts.check_create):
+                log.info("store %s: %s", self.store.describe(), note)
+            if not opts.check_create:
+                log.warning("store %s: create-if-absent was not checked (--unsafe-skip-create-check); outputs are "
+                            "written once only if the store honours it", self.store.describe())
+            self.executor.start(self.queue.put)
+        except BaseException:
+            self.executor.stop(0)  # a cluster it connected to or started is let go of
+            raise
         self.notifier.start()
         self._status.start()
         interrupted = False

@@ -203,3 +203,29 @@ def test_a_time_out_cancels_the_dask_task_and_fails_the_attempt_at_once(cluster,
     assert proc.returncode == 1, proc.stderr
     assert "attempt slow #1 failed: timed out after 1s" in proc.stderr, proc.stderr[-2000:]
     assert time.monotonic() - started < 6  # neither the handler's 10 s nor a stop that waits for it
+
+
+def test_when_the_scheduler_dies_the_orchestrator_fails_what_was_in_flight_and_exits_3(tmp_path, aws_test_environment):
+    own = DaskCluster(on_start=record_pid, on_stop=forget_pid)
+    try:
+        own.add_worker("lonely", nthreads=1)
+        store = tmp_path / "bucket"
+        numbers = tmp_path / "numbers.json"
+        numbers.write_text("[1]")
+        spec = gcl(computation="slow", handler_type="part", inputs=["in/numbers.json"], output="slow.json",
+                   params={"index": 0, "kind": "any", "sleep": 30, "runs": str(tmp_path / "runs.log")})
+        assert gclo("put", numbers, "in/numbers.json", "--store", store, "--gcl", spec).returncode == 0
+        proc = subprocess.Popen(run_args(own, store), stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: (tmp_path / "runs.log").exists(), 60, "the attempt started")
+            own.kill("scheduler")
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 3, err[-3000:]
+        assert "lost the connection to the Dask scheduler at dask://127.0.0.1:" in err, err[-3000:]
+        assert "Traceback" not in err
+    finally:
+        own.stop()
