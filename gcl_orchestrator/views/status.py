@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from typing import Any, Iterable
@@ -14,6 +15,7 @@ from ..model import RESERVED_PREFIX, State
 
 STATUS_KEY = RESERVED_PREFIX + "state/status.json"
 FORMAT = 1
+SHOWN_MISSING = 100  # missing inputs listed per computation; a join waiting for 100,000 parts says how many
 
 
 def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Iterable[dict[str, Any]],
@@ -34,7 +36,12 @@ def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Itera
         if rec.pool:
             item["pool"] = rec.pool
         if rec.missing:
-            item["missing"] = sorted(rec.missing)
+            missing = rec.missing
+            if len(missing) > SHOWN_MISSING:
+                item["missing_count"] = len(missing)
+                item["missing"] = heapq.nsmallest(SHOWN_MISSING, missing)
+            else:
+                item["missing"] = sorted(missing)
         if rec.stalled:
             item["stalled"] = True
         if rec.last_error:
@@ -120,7 +127,10 @@ def render_status(status: dict[str, Any], now: float | None = None, *, state_fil
             elif c.get("last_error"):
                 detail = "error: " + c["last_error"]
             elif c.get("missing"):
-                detail = ("stalled, " if c.get("stalled") else "") + "waiting for " + ", ".join(c["missing"])
+                count = c.get("missing_count", len(c["missing"]))
+                what = ", ".join(c["missing"][:5]) if count <= 5 else (
+                    f"{count:,} inputs: {', '.join(c['missing'][:3])}, ...")  # the count first: the line is clipped
+                detail = ("stalled, " if c.get("stalled") else "") + "waiting for " + what
             elif c.get("note"):
                 detail = c["note"]
             else:
