@@ -33,9 +33,9 @@ def gcl(**fields):
     return json.dumps(fields)
 
 
-def run_until_idle(store, *extra, workers=2):
+def run_until_idle(store, *extra, workers=2, timeout=60):
     return gclo("run", "--store", store, "--handlers", TEST_HANDLERS, "--workers", workers, "--until-idle",
-                "--quiet-period", "0.5", *extra)
+                "--quiet-period", "0.5", *extra, timeout=timeout)
 
 
 def test_the_demo_pipeline_runs_on_real_data(tmp_path):
