@@ -123,7 +123,7 @@ class ComputationRecord:
                  "lost_attempts", "pool", "running_attempt", "lent", "blocked_on", "wait_id", "blocked_at",
                  "awaited", "last_error", "errors", "note", "produced_by", "registered_at",
                  "ready_at", "started_at", "finished_at", "retry_at", "subscribers", "stalled", "run_seq",
-                 "run_started_at", "stale", "forced", "from_deleted")
+                 "run_started_at", "stale", "forced", "from_deleted", "held_inputs")
 
     def __init__(self, spec: ComputationSpec, source: str, registered_at: float, subscribers: tuple[str, ...]):
         self.spec = spec
@@ -158,6 +158,9 @@ class ComputationRecord:
         self.stale = False  # an input changed while its attempt ran: it runs again once that one reports
         self.forced = False  # a rerun was asked for, downstream included: its consumers run again after it
         self.from_deleted: tuple[str, ...] = ()  # inputs deleted since its output was computed
+        # How many of its inputs are held for a new run (in Scheduler._pending): counted as keys are held and
+        # released, so that a join over a hundred thousand parts knows in one step whether it still reads one.
+        self.held_inputs = 0
 
     @property
     def name(self) -> str:
@@ -641,6 +644,9 @@ class Scheduler:
         self._producer[spec.output] = rec
         for key in spec.inputs:
             self._consumers.setdefault(key, []).append(rec)
+        if self._pending:
+            pending = self._pending
+            rec.held_inputs = sum(1 for key in spec.inputs if key in pending)
         version = self._versions.get(spec.output)
         if version is not None:
             recorded = _run_seq(version.run) or 0  # run numbers go on from the output's (a restart starts at 1)
@@ -775,7 +781,7 @@ class Scheduler:
         if output not in self._versions or output in self._pending:
             return
         pending = self._pending
-        pending.add(output)
+        self._hold(output)
         stack = [output]
         while stack:
             key = stack.pop()
@@ -791,7 +797,7 @@ class Scheduler:
                 elif state is DONE:  # it runs again if `key` changes: what reads its output waits too
                     held = reader.spec.output
                     if held in self._versions and held not in pending:
-                        pending.add(held)
+                        self._hold(held)
                         stack.append(held)
 
     def _lacking(self, inputs: Iterable[str]) -> set[str]:
@@ -804,7 +810,7 @@ class Scheduler:
         waited for the new run goes on with what is there now (`wake`; not when `key` was deleted, and what
         reads it waits for it anyway). Keys held further down (`_hold_readers`) whose producer did not run
         again, and reads no other held key, are released with it."""
-        self._pending.discard(key)
+        self._unhold(key)
         if wake:
             self._go_on(key, now, out)
         stack = [key]
@@ -812,7 +818,7 @@ class Scheduler:
             for reader in self._consumers.get(stack.pop(), ()):
                 held = reader.spec.output
                 if held in self._pending and reader.state is DONE and not self._holds_pending(reader):
-                    self._pending.discard(held)
+                    self._unhold(held)
                     self._go_on(held, now, out)
                     stack.append(held)
 
@@ -824,8 +830,19 @@ class Scheduler:
                 self._transition(reader, READY, now, out)
 
     def _holds_pending(self, rec: ComputationRecord) -> bool:
-        pending = self._pending
-        return any(k in pending for k in rec.spec.inputs)
+        return rec.held_inputs > 0
+
+    def _hold(self, key: str) -> None:
+        """`key` is being computed again: what reads it waits for the new run (see `_hold_readers`)."""
+        self._pending.add(key)
+        for reader in self._consumers.get(key, ()):
+            reader.held_inputs += 1
+
+    def _unhold(self, key: str) -> None:
+        if key in self._pending:
+            self._pending.discard(key)
+            for reader in self._consumers.get(key, ()):
+                reader.held_inputs -= 1
 
     def _on_removed(self, key: str, now: float, out: list[Instruction]) -> None:
         """The object at `key` was deleted. A deleted output is computed again (its inputs permitting); a deleted
@@ -1453,6 +1470,8 @@ class Scheduler:
             check(rec.current == variant(rec.spec, rec.alternative), f"{name!r}: current spec is not its variant")
             for key in rec.spec.inputs:
                 check(any(c is rec for c in self._consumers.get(key, ())), f"{name!r} not a consumer of {key!r}")
+            held = sum(1 for key in rec.spec.inputs if key in self._pending)
+            check(rec.held_inputs == held, f"{name!r} counts {rec.held_inputs} held inputs, {held} are held")
             if rec.state is WAITING:
                 check(bool(rec.missing), f"{name!r} waits for nothing")
                 for key in rec.missing:
