@@ -13,10 +13,11 @@ upstream failures); `_dispatch` then starts what fits.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple
+from typing import Collection, Iterable, Iterator, NamedTuple
 
 from ..errors import CycleError
 from ..model import (
@@ -157,7 +158,8 @@ class ComputationRecord:
         self.run_started_at = 1  # the first attempt of the current run: reports of earlier ones are of old runs
         self.stale = False  # an input changed while its attempt ran: it runs again once that one reports
         self.forced = False  # a rerun was asked for, downstream included: its consumers run again after it
-        self.from_deleted: tuple[str, ...] = ()  # inputs deleted since its output was computed
+        # inputs deleted since its output was computed, in the order deleted (a dict: a join's parts may all go)
+        self.from_deleted: dict[str, None] = {}
         # How many of its inputs are held for a new run (in Scheduler._pending): counted as keys are held and
         # released, so that a join over a hundred thousand parts knows in one step whether it still reads one.
         self.held_inputs = 0
@@ -751,7 +753,7 @@ class Scheduler:
         rec.retry_at = None
         rec.last_error = None
         rec.finished_at = None
-        rec.from_deleted = ()
+        rec.from_deleted = {}
         rec.note = f"runs again: {why}"
         out.append(Stale(rec.name, why))
         rec.missing = self._lacking(rec.spec.inputs)
@@ -864,7 +866,7 @@ class Scheduler:
                 producer.stale = True
         for rec in list(self._consumers.get(key, ())):
             if rec.state is DONE:
-                rec.from_deleted = tuple(dict.fromkeys(rec.from_deleted + (key,)))
+                rec.from_deleted[key] = None
                 rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}"
             elif rec.state is READY:
                 rec.missing = {key}
@@ -878,7 +880,7 @@ class Scheduler:
         stale if not."""
         for rec in list(self._consumers.get(key, ())):
             if key in rec.from_deleted:
-                rec.from_deleted = tuple(k for k in rec.from_deleted if k != key)
+                del rec.from_deleted[key]
                 rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}" if rec.from_deleted else ""
                 if not same:
                     self._input_changed(rec, key, now, out)
@@ -1558,7 +1560,7 @@ def _run_seq(run: str | None) -> int | None:
     return int(number) if sep and rest and number.isdigit() and len(number) < 19 else None
 
 
-def _keys(keys: Iterable[str]) -> str:
-    keys = list(keys)
-    shown = ", ".join(repr(k) for k in keys[:5])
+def _keys(keys: Collection[str]) -> str:
+    """The first five keys, and how many more: a join's parts are named by their number, never all listed."""
+    shown = ", ".join(repr(k) for k in itertools.islice(keys, 5))
     return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")

@@ -13,7 +13,14 @@ from gcl_orchestrator.executors import ThreadExecutor
 from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping
 from gcl_orchestrator.gcl.metadata import read_gcl_fields
 from gcl_orchestrator.journal import load_journal
-from gcl_orchestrator.model import ComputationSucceeded, Dispatch, ObjectAvailable, SpecsSubmitted, State
+from gcl_orchestrator.model import (
+    ComputationSucceeded,
+    Dispatch,
+    ObjectAvailable,
+    ObjectRemoved,
+    SpecsSubmitted,
+    State,
+)
 from gcl_orchestrator.runtime import HandlerRegistry, Orchestrator, RunOptions
 from gcl_orchestrator.runtime.context import HandlerContext
 from gcl_orchestrator.sources import MemoryPushSource, PollingSource
@@ -148,3 +155,21 @@ def test_a_join_whose_parts_all_run_again_and_come_out_the_same_stays_done_and_i
     assert all(core.record(p.computation).attempts == 2 for p in parts)
     total = core.record("total")
     assert total.state is State.DONE and total.attempts == 1 and total.held_inputs == 0
+
+
+def test_a_done_join_whose_parts_are_deleted_one_by_one_names_the_first_and_how_many_and_is_current_again():
+    core = Scheduler(slots=2)
+    keys = [f"parts/{i:06d}.json" for i in range(300)]
+    core.handle([SpecsSubmitted("cli", (join_spec([{"pattern": "parts/{i:06d}.json", "count": 300}]),))]
+                + [ObjectAvailable(k, (), None, f"s-{k}", f"v-{k}") for k in keys], 0.0)
+    core.handle([ComputationSucceeded("total", 1, "stamp", (), output_identity="t")], 1.0)
+    for n, key in enumerate(keys):
+        core.handle([ObjectRemoved(key)], 2.0 + n)
+    total = core.record("total")
+    assert total.state is State.DONE and len(total.from_deleted) == 300
+    assert total.note == ("computed from a deleted source: 'parts/000000.json', 'parts/000001.json', "
+                          "'parts/000002.json', 'parts/000003.json', 'parts/000004.json' and 295 more")
+    for n, key in enumerate(keys):  # the same versions back: current again, nothing runs
+        assert not [i for i in core.handle([ObjectAvailable(key, (), None, f"s-{key}", f"v-{key}")], 400.0 + n)
+                    if isinstance(i, Dispatch)]
+    assert total.state is State.DONE and not total.from_deleted and total.note == ""
