@@ -11,7 +11,7 @@ import pytest
 from gcl_orchestrator.core import Scheduler
 from gcl_orchestrator.executors import ThreadExecutor
 from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping
-from gcl_orchestrator.gcl.metadata import read_gcl_fields
+from gcl_orchestrator.gcl.metadata import encode_lineage, read_gcl_fields
 from gcl_orchestrator.journal import load_journal
 from gcl_orchestrator.model import (
     ComputationSucceeded,
@@ -25,6 +25,8 @@ from gcl_orchestrator.runtime import HandlerRegistry, Orchestrator, RunOptions
 from gcl_orchestrator.runtime.context import HandlerContext
 from gcl_orchestrator.sources import MemoryPushSource, PollingSource
 from gcl_orchestrator.storage import LocalDirectoryStore, MemoryObjectStore
+from gcl_orchestrator.views import lineage_lines
+from gcl_orchestrator.views.lineage import MAX_LISTED
 from gcl_orchestrator.views.status import SHOWN_MISSING, build_status, render_status
 
 HANDLERS = str(Path(__file__).parent.parent / "handlers" / "pipeline.py")
@@ -173,3 +175,19 @@ def test_a_done_join_whose_parts_are_deleted_one_by_one_names_the_first_and_how_
         assert not [i for i in core.handle([ObjectAvailable(key, (), None, f"s-{key}", f"v-{key}")], 400.0 + n)
                     if isinstance(i, Dispatch)]
     assert total.state is State.DONE and not total.from_deleted and total.note == ""
+
+
+def test_the_lineage_of_a_join_follows_its_first_hundred_parts_and_says_how_many_more():
+    store = MemoryObjectStore(f"fanin-{uuid.uuid4().hex[:8]}")
+    spec = join_spec([{"pattern": "p/{i}", "count": 5000}])
+    for key in spec.inputs:
+        store.put(key, b"1")
+    ctx = HandlerContext(spec, 1, store)
+    for key in spec.inputs:
+        ctx.read_bytes(key)
+    lineage = encode_lineage("1:run", sorted(ctx.read_versions.items()))
+    lineage.write_sidecar(store)
+    store.put("total.json", b"5000", lineage.metadata)
+    lines = lineage_lines(store, "total.json")
+    assert len(lines) == 1 + MAX_LISTED + 1
+    assert lines[-1] == f"  ... and {5000 - MAX_LISTED:,} more inputs (gclo lineage KEY for one)"
