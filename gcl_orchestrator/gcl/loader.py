@@ -255,7 +255,7 @@ def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tupl
         except InvalidKeyError as exc:
             found.append((path + ("output",), exc.reason))
     keys: tuple[str, ...] = ()
-    if isinstance(inputs, list) and inputs_valid:
+    if isinstance(inputs, (list, tuple)) and inputs_valid:  # a tuple too: a handler may pass ctx.inputs on
         expanded, problems = input_keys(inputs)
         found.extend((path + ("inputs",) + p, msg) for p, msg in problems)
         keys = expanded or ()
@@ -283,7 +283,7 @@ def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tupl
     return spec, []
 
 
-def input_keys(inputs: list[Any]) -> tuple[tuple[str, ...] | None, list[tuple[Path, str]]]:
+def input_keys(inputs: list[Any] | tuple[Any, ...]) -> tuple[tuple[str, ...] | None, list[tuple[Path, str]]]:
     """The exact keys a schema-valid `inputs` list names, in order (each range expanded where it stands), or
     None and the problems (paths relative to `inputs`). The size is checked before anything is expanded, and a
     range's keys are checked by its first and last key: the digits in between cannot break a key rule."""

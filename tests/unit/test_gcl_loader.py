@@ -154,6 +154,16 @@ def join(*inputs, **fields):
                        **fields})
 
 
+def test_inputs_given_as_a_tuple_are_checked_and_kept_like_a_list():
+    from gcl_orchestrator.gcl import spec_from_mapping
+    fields = {"computation": "c", "handler_type": "h", "output": "o"}
+    assert spec_from_mapping({**fields, "inputs": ("a", "b")}).inputs == ("a", "b")  # a handler passing ctx.inputs
+    assert spec_from_mapping({**fields, "inputs": ("a", {"pattern": "p/{i}", "count": 2})}).inputs == ("a", "p/0",
+                                                                                                    "p/1")
+    with pytest.raises(SpecError, match=r"inputs\[1\]: has an empty"):
+        spec_from_mapping({**fields, "inputs": ("a", "../b")})
+
+
 def test_a_range_expands_in_place_to_exact_keys_as_python_formats_them():
     (spec,) = load_gcl(join("config.json", {"pattern": "parts/{i:05d}.json", "count": 3},
                             {"pattern": "more/{i}", "count": 2, "start": 9}))
