@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gcl-orchestrator needs Python >= 3.11; set PYTHON=python3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,test,bench,packs]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,test,bench,packs,dask]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

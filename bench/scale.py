@@ -12,7 +12,8 @@ Figures per size:
   memory      the orchestrator's peak resident set, and per computation
   restart     `gclo run` on the finished store until it is idle again, with the journal, and with --rebuild
               (every object read); how many objects each read one by one (HEADs), how many the journal knew
-  status      how long the last write of the status document took
+  status      how long the last write of the status document took, and `gclo status --state failed` (a process
+              of its own, start-up included) on the finished store
 
 Then a fan-in (`--fan-in N`, 30,000 by default; 0 leaves it out): a root reads N and emits N parts and one join
 over all of them, declared as a range of keys; the wall time from start-up to the join's result, next to the
@@ -77,6 +78,10 @@ def one_size(n: int, uri: str) -> dict:
     to_last = (orch.stats.last_success or time.monotonic()) - t0
     status_s = orch._save_status()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()  # as a user asks, in a process of its own
+    subprocess.run([sys.executable, "-m", "gcl_orchestrator.cli", "status", "--store", uri, "--state", "failed"],
+                   capture_output=True, check=True)
+    failed_read_s = time.monotonic() - started
     del orch, result
     restarts = {}
     for label, rebuild in (("journal", False), ("rebuild", True)):
@@ -89,7 +94,8 @@ def one_size(n: int, uri: str) -> dict:
         del again, res
     return {"computations": total, "groups": groups, "leaves": leaves, "to_last_result_s": to_last,
             "rate_per_s": total / to_last, "peak_rss_mb": peak_kb / 1024, "bytes_per_computation":
-            peak_kb * 1024 / total, "status_write_s": status_s, "restart": restarts}
+            peak_kb * 1024 / total, "status_write_s": status_s, "status_failed_s": failed_read_s,
+            "restart": restarts}
 
 
 def fan_in(n: int, uri: str) -> dict:
@@ -178,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                  "detail": f"{b['listed'] - b['from_journal']:,} objects read, {b['reran']} reran"},
                 {"figure": f"{r['computations']:,}: status document write", "value": f"{r['status_write_s']:.2f} s",
                  "target": "", "ok": None},
+                {"figure": f"{r['computations']:,}: gclo status --state failed", "value":
+                 f"{r['status_failed_s']:.2f} s", "target": "<= 1 s", "ok": r["status_failed_s"] <= 1},
             ]
         if args.fan_in:
             print(f"fan-in of {args.fan_in:,} parts ...", flush=True)

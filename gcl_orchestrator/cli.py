@@ -9,7 +9,7 @@ from typing import Sequence
 
 from . import __version__, commands
 from .config import EVENT_CHOICES, DevSettings, RunSettings
-from .errors import ConfigError, GclError, HandlerLoadError, RulesError, SpecError, StorageError
+from .errors import ConfigError, ExecutorUnavailable, GclError, HandlerLoadError, RulesError, SpecError, StorageError
 from .model import State
 from .views import DEFAULT_LIMIT
 
@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="exit once nothing is ready or running and nothing arrived for --quiet-period seconds")
         p.add_argument("--quiet-period", dest="quiet_s", type=float, default=1.0, metavar="SECONDS",
                        help="quiet period for --until-idle (default 1.0)")
+        p.add_argument("--executor", default="process", metavar="process|thread|dask://HOST:PORT|dask-local:N",
+                       help="where handlers run: worker processes (the default), threads of this process, the workers "
+                            "of a Dask scheduler (tls:// too), or a Dask cluster of N local worker processes started "
+                            "for the run (README, \"Scaling out\")")
 
     r = sub.add_parser("run", help="run the orchestrator on a store",
                        description="Watch a store, grow the graph from the GCL objects carry, and run handlers.")
@@ -76,8 +80,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="listing interval with --events poll (default 1.0)")
     r.add_argument("--reconcile-interval", dest="reconcile_s", type=float, metavar="SECONDS",
                    help="listing interval behind push sources (default 5 on a directory, 15 on S3)")
-    r.add_argument("--executor", choices=("process", "thread"), default="process",
-                   help="where handlers run (default: worker processes)")
     r.add_argument("--resources", metavar="NAME=AMOUNT,...",
                    help="capacity of the general pool, e.g. cpu=4,memory_mb=8000,gpu=1 (cpu defaults to --workers; "
                         "a resource not named has none)")
@@ -212,6 +214,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return commands.dev(DevSettings(
                 handlers=args.handlers, rules=args.rules, bucket=args.bucket, data_dir=args.data_dir,
                 s3_port=args.s3_port, workers=args.workers, until_idle=args.until_idle, quiet_s=args.quiet_s,
+                executor=args.executor,
                 puts=[tuple(p) for p in args.put], show=args.show))
         if args.command == "setup-events":
             return commands.setup_events(args.store, args.queue, args.endpoint_url)
@@ -237,6 +240,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return commands.EXIT_USAGE
     except StorageError as exc:
         print(f"gclo {args.command}: store error: {exc}", file=sys.stderr)
+        return commands.EXIT_STORE
+    except ExecutorUnavailable as exc:
+        print(f"gclo {args.command}: {exc}", file=sys.stderr)
         return commands.EXIT_STORE
     except GclError as exc:
         print(f"gclo {args.command}: {exc}", file=sys.stderr)

@@ -93,13 +93,11 @@ def put(local_file: str, key: str, store_uri: str, gcl: str | None, out: TextIO 
 def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.stdout,
            endpoint_url: str | None = None) -> int:
     store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
-    doc = read_status(store)
+    doc = read_status(store, None if state is None else [state])
     if doc is None:
         print(f"no status in {store.describe()}: no orchestrator has run on this store yet", file=sys.stderr)
         return EXIT_FAILED
     if as_json:
-        if state is not None:
-            doc = {**doc, "computations": [c for c in doc.get("computations", []) if c.get("state") == state]}
         json.dump(doc, out, indent=1)
         out.write("\n")
     else:
@@ -110,7 +108,7 @@ def status(store_uri: str, as_json: bool, state: str | None, out: TextIO = sys.s
 def graph(store_uri: str, fmt: str, out: TextIO = sys.stdout, endpoint_url: str | None = None, *,
           state: str | None = None, around: str | None = None, limit: int | None = None) -> int:
     store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
-    doc = read_status(store)
+    doc = read_status(store, None if state is None else [state])
     if doc is None:
         print(f"no status in {store.describe()}: no orchestrator has run on this store yet", file=sys.stderr)
         return EXIT_FAILED
@@ -144,7 +142,7 @@ def rerun(store_uri: str, target: str, downstream: bool, out: TextIO = sys.stdou
     """Ask the orchestrator running on the store to run a computation (or the producer of a key) again."""
     store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
     key = request_rerun(store, target, downstream, by=f"gclo rerun on {socket.gethostname()} (pid {os.getpid()})")
-    doc = read_status(store)
+    doc = read_status(store, states=())  # the summary says whether an orchestrator runs
     orch = (doc or {}).get("orchestrator", {})
     if orch.get("state") in ("starting", "running"):
         where = (f"the orchestrator running on this store (pid {orch.get('pid')} on {orch.get('host')}) picks it up "
@@ -215,7 +213,7 @@ def dev(settings: DevSettings, out: TextIO = sys.stdout) -> int:
         out.flush()
         code = run(RunSettings(store=store_uri, handlers=sources, workers=settings.workers,
                                until_idle=settings.until_idle, rules=settings.rules, events="seaweedfs",
-                               filer=server.filer, quiet_s=settings.quiet_s))
+                               filer=server.filer, quiet_s=settings.quiet_s, executor=settings.executor))
         if settings.until_idle:
             doc = read_status(store)
             if doc is not None:

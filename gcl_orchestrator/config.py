@@ -3,13 +3,14 @@ orchestrator. The CLI fills these settings; nothing here parses arguments.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .errors import ConfigError, GclError, RulesError
+from .errors import ConfigError, ExecutorUnavailable, GclError, RulesError
 from .interfaces import EventSource, Executor, ObjectStore
 from .core import SchedulerConfig
 from .model import FrozenDict, PoolSpec
@@ -79,6 +80,7 @@ class DevSettings:
     quiet_s: float = 1.0
     puts: Sequence[tuple[str, str]] = ()
     show: Sequence[str] = ()
+    executor: str = "process"
 
 
 def parse_resources(text: str | None, what: str = "--resources") -> dict[str, float]:
@@ -260,22 +262,62 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
         if pool.name not in registry:
             log.warning("--pool %s: no handler of that type is registered", pool.name)
     executor: Executor
+    on_dask = settings.executor not in ("process", "thread")
+    if on_dask:
+        check_dask_target(settings)
+        if isinstance(base_store(store), MemoryObjectStore):
+            raise ConfigError("a memory:// store lives in one process: Dask workers cannot reach it")
     if settings.executor == "thread":
         executor = ThreadExecutor(scheduling.pools, registry, store)
     elif settings.executor == "process":
         if isinstance(base_store(store), MemoryObjectStore):
             raise ConfigError("a memory:// store lives in one process: use --executor thread with it")
         executor = ProcessExecutor(scheduling.pools, sources, store.uri)
-    else:
-        raise ConfigError(f"--executor must be 'process' or 'thread', not {settings.executor!r}")
     options = settings.options
     options.until_idle = settings.until_idle
     options.quiet_s = settings.quiet_s
     options.check_create = settings.check_create
     options.rebuild = settings.rebuild
     make_sources = make_sources_factory(store, settings)
-    return Orchestrator(store, executor, registry, make_sources=make_sources, rules=rules, options=options,
-                        scheduling=scheduling)
+    if on_dask:  # last: it connects to a cluster, or starts one, which nothing after it may leave running
+        executor = connect_dask(settings, sources, registry, store.uri)
+        scheduling = dataclasses.replace(scheduling, pools=executor.pools)  # type: ignore[attr-defined]
+    try:
+        return Orchestrator(store, executor, registry, make_sources=make_sources, rules=rules, options=options,
+                            scheduling=scheduling)
+    except BaseException:
+        if on_dask:
+            executor.stop(0)
+        raise
+
+
+def check_dask_target(settings: RunSettings) -> None:
+    """A Dask cluster's workers say how many handlers run and with what: the flags that would say it here
+    cannot be given with it."""
+    from .executors.dask_pools import parse_target
+
+    try:
+        parse_target(settings.executor)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    given = [flag for flag, value in (("--workers", settings.workers), ("--resources", settings.resources),
+                                      ("--pool", settings.pools)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be used with --executor {settings.executor}: the Dask "
+                          "workers' threads and --resources say what runs where (README, \"Scaling out\")")
+
+
+def connect_dask(settings: RunSettings, sources: tuple[str, ...], registry: HandlerRegistry,
+                 store_uri: str) -> Executor:
+    try:
+        from .executors.dask import DaskExecutor
+    except ImportError as exc:
+        raise ConfigError(f"--executor {settings.executor} needs Dask distributed ({exc.name} is not installed): "
+                          "pip install 'gcl-orchestrator[dask]'") from None
+    try:
+        return DaskExecutor.connect(settings.executor, sources, registry.types(), store_uri)
+    except ConnectionError as exc:
+        raise ExecutorUnavailable(str(exc)) from None
 
 
 __all__ = ["RunSettings", "DevSettings", "build_orchestrator", "load_rules", "handler_sources", "base_store",

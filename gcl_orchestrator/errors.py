@@ -180,3 +180,8 @@ class DeadlockError(HandlerError):
 
 class ConfigError(GclError):
     """A command-line argument or setting is unusable (bad store URI, bad worker count...)."""
+
+
+class ExecutorUnavailable(GclError):
+    """The executor cannot start: no Dask scheduler answers, or it has no worker (exit code 3, like a store
+    that cannot be used)."""

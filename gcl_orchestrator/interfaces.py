@@ -190,6 +190,7 @@ class Task:
     replaces: str | None = None  # the output's version this run replaces (compare-and-swap); None: create it
     inputs: tuple[tuple[str, str], ...] = ()  # (key, identity) the run is computed from, as dispatched
     run_seq: int = 1  # which run of the computation: an older run never replaces a newer run's output
+    priority: float = 0.0  # the aged priority the core ordered it by (Dispatch.priority): higher first
 
 
 class Executor(abc.ABC):
@@ -246,6 +247,10 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def stop(self, grace_s: float = 5.0) -> None: ...
+
+    def describe(self) -> str:
+        """Where handlers run, in a few words for the start-up line."""
+        return f"{self.capacity} worker(s)"
 
 
 __all__ = [

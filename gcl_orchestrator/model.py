@@ -419,6 +419,15 @@ class AttemptsRestored(NamedTuple):
     retry_at: float | None = None
 
 
+class CapacityChanged(NamedTuple):
+    """The executor's workers changed (a cluster's workers joined or left): each pool named here now has these
+    slots and this capacity (PoolSpec.name picks the pool; its handler types are kept). Pools not named keep
+    theirs; no pool is added or removed. Slots may be 0: that pool starts nothing more until they come back, and
+    its ready work waits. Work is still refused at registration only by what a pool has offered at most."""
+
+    pools: tuple[PoolSpec, ...]
+
+
 @dataclass(frozen=True)
 class SpecsSubmitted:
     """Specs that arrived without an object of their own (a rules match, a CLI or API submission, a handler's
@@ -450,6 +459,9 @@ class Dispatch(NamedTuple):
     replaces: str | None = None  # the output's current version, which this run replaces (None: create it)
     inputs: tuple[tuple[str, str], ...] = ()  # (key, identity) of each input as the core knows it now
     run_seq: int = 1  # which run of the computation this is: a newer run's output is never replaced by an older
+    # The aged priority the core ordered it by: the GCL priority minus ageing x the wall time it became ready.
+    # Higher runs first; only differences mean anything (for an executor that queues work of its own).
+    priority: float = 0.0
 
 
 @dataclass(frozen=True)

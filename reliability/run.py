@@ -11,6 +11,9 @@ Scenarios (the workload is a 60-part fan-out grown from a result, joined by a to
   store outage           the S3 server stopped mid-run, started again later (SeaweedFS only)
   changing inputs        a user replaces the input again and again while the orchestrator and its workers are
                          killed and restarted
+  dask: worker + orchestrator kill -9
+                         with --executor dask://: Dask workers killed mid-computation (and replaced), then the
+                         orchestrator killed and restarted against the same scheduler
 
 Columns, counted from the audit trail every process appends to ($GCLO_AUDIT_LOG) and from the store at the end:
   faults         faults injected (kills, outages, notifications dropped + duplicated + reordered, late writes)
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -48,6 +52,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from gcl_orchestrator.config import RunSettings, build_orchestrator  # noqa: E402
 from gcl_orchestrator.devservers import SeaweedFS  # noqa: E402
+from gcl_orchestrator.devservers.dask import DaskCluster  # noqa: E402
 from gcl_orchestrator.errors import ObjectNotFound  # noqa: E402
 from gcl_orchestrator.interfaces import EventSource, Task  # noqa: E402
 from gcl_orchestrator.model import ObjectCreated  # noqa: E402
@@ -264,8 +269,9 @@ def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, proc: subp
         time.sleep(0.02)
 
 
-def gclo_run(target: Target, *extra: str, until_idle: bool = True) -> subprocess.Popen:
-    args = [*GCLO, "run", *target.args, "--handlers", HANDLERS, "--workers", str(WORKERS), *extra]
+def gclo_run(target: Target, *extra: str, until_idle: bool = True, executor: str | None = None) -> subprocess.Popen:
+    where = ["--executor", executor] if executor else ["--workers", str(WORKERS)]
+    args = [*GCLO, "run", *target.args, "--handlers", HANDLERS, *where, *extra]
     if until_idle:
         args += ["--until-idle", "--quiet-period", "0.5"]
     log = open(target.work / "gclo.log", "ab")
@@ -368,6 +374,63 @@ def worker_kill(target: Target, p: Profile, rng: random.Random) -> Outcome:
                    and not _ended(target, c, a)]
     if not_retried:
         outcome.problems.append(f"killed attempts never retried: {not_retried}")
+    return outcome
+
+
+def dask_kills(target: Target, p: Profile, rng: random.Random) -> Outcome:
+    """On a Dask cluster of separate `dask scheduler` and `dask worker` processes: workers killed mid-computation
+    (each replaced by a new one), then the orchestrator killed, and restarted against the same cluster."""
+    p = dataclasses.replace(p, sleep_s=max(p.sleep_s, 0.2))  # parts long enough for kills to land mid-run
+    expected = seed_fanout(target, p)
+    outcome = Outcome()
+    total = len(expected)
+    killed: list[tuple[str, int]] = []
+    cluster = DaskCluster({audit.ENV: str(target.trail), **target.backend.env()}, on_start=record_pid,
+                          on_stop=lambda pid: record_pid(pid, forget=True))
+    try:
+        for i in range(WORKERS):
+            cluster.add_worker(f"worker-{i}", nthreads=1)
+
+        def commits() -> int:
+            return sum(Trail.of(target).commits().values())
+
+        proc = gclo_run(target, until_idle=False, executor=cluster.target)
+        try:
+            for k in range(rng.randint(*p.worker_kills)):
+                if total - commits() < 6:
+                    break
+                at = commits() + rng.randint(1, max(1, (total - commits()) // 4))
+                wait_until(lambda: commits() >= at, 120, f"{at} commits", proc)
+                victim = None
+                deadline = time.monotonic() + 5
+                while victim is None and time.monotonic() < deadline:
+                    victim = next((e for e in Trail.of(target).in_flight() if cluster.name_of(e["pid"])), None)
+                    time.sleep(0.005)
+                if victim is None:
+                    continue
+                cluster.kill(cluster.name_of(victim["pid"]))  # type: ignore[arg-type]
+                cluster.add_worker(f"worker-{WORKERS + k}", nthreads=1, wait=False)
+                outcome.faults += 1
+                killed.append((victim["computation"], victim["attempt"]))
+            if total - commits() >= 4:
+                at = commits() + (total - commits()) // 3
+                wait_until(lambda: commits() >= at, 120, f"{at} commits", proc)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator alone: the cluster goes on
+            proc.wait()
+            record_pid(proc.pid, forget=True)
+        outcome.faults += 1
+        finish(gclo_run(target, executor=cluster.target), outcome)
+    finally:
+        cluster.stop()
+    settle(target, expected, outcome)
+    attempts = collections.defaultdict(set)
+    for e in Trail.of(target).entries:
+        if e["event"] == "start":
+            attempts[e["computation"]].add(e["attempt"])
+    not_retried = [c for c, a in killed if not any(n > a for n in attempts[c]) and not _ended(target, c, a)]
+    if not_retried:
+        outcome.problems.append(f"attempts killed with their Dask worker never retried: {not_retried}")
     return outcome
 
 
@@ -576,6 +639,7 @@ SCENARIOS: list[tuple[str, Callable[[Target, Profile, random.Random], Outcome], 
     ("late writer", late_writer, ("local", "seaweedfs")),
     ("store outage", store_outage, ("seaweedfs",)),
     ("changing inputs", changing_inputs, ("local", "seaweedfs")),
+    ("dask: worker + orchestrator kill -9", dask_kills, ("local", "seaweedfs")),
 ]
 
 

@@ -44,6 +44,7 @@ from ..model import (
     Stale,
     RerunRequested,
     AttemptsRestored,
+    CapacityChanged,
     RetryPolicy,
     Settle,
     SpecsSubmitted,
@@ -200,6 +201,10 @@ class _Pool:
     on_lent: int = 0  # attempts running on lent slots
     used: dict[str, float] = field(default_factory=dict)  # resources held by its attempts, blocked ones too
     limit: int = 0  # attempts it may hold on its own slots: the slots, plus what the executor queues ahead
+    # The most each resource has been offered (a cluster's pools shrink and grow): what registration refuses by,
+    # so that work asking for what left with a worker waits for it to come back instead of failing.
+    ceiling: dict[str, float] = field(default_factory=dict)
+    held_most: int = 0  # the highest `limit` it has had: attempts dispatched before a shrink still count
 
 
 class Scheduler:
@@ -217,7 +222,8 @@ class Scheduler:
             raise ValueError("missing_inputs is 'fail' or 'wait'")
         self.config = config
         self._rng = rng or random.Random(0)
-        self._pools = {p.name: _Pool(p, limit=p.slots * (1 + config.prefetch)) for p in config.pools}
+        self._pools = {p.name: _Pool(p, limit=p.slots * (1 + config.prefetch), ceiling=dict(p.capacity),
+                                     held_most=p.slots * (1 + config.prefetch)) for p in config.pools}
         general = [p for p in config.pools if not p.handler_types]
         self._general = general[0].name if general else None
         self._affinity = {t: p.name for p in config.pools for t in p.handler_types}
@@ -306,6 +312,8 @@ class Scheduler:
                 self._on_rerun(ev, now, out)  # type: ignore[arg-type]
             elif kind is AttemptsRestored:
                 restored.append(ev)  # once the specs of this batch are registered
+            elif kind is CapacityChanged:
+                self._resize(ev)  # type: ignore[arg-type]
             else:
                 raise TypeError(f"the scheduler does not handle {type(ev).__name__}")
         for source, specs, subscriber, request, declares in registrations:
@@ -885,6 +893,20 @@ class Scheduler:
                 if not same:
                     self._input_changed(rec, key, now, out)
 
+    def _resize(self, ev: CapacityChanged) -> None:
+        """Pools take the slots and capacity their workers offer now. Attempts already running keep theirs (a
+        shrunk pool starts nothing until it is under its new limit again); the ceiling keeps the most offered."""
+        for new in ev.pools:
+            pool = self._pools.get(new.name)
+            if pool is None:
+                continue
+            pool.spec = PoolSpec(pool.spec.name, new.slots, new.capacity, pool.spec.handler_types)
+            pool.limit = new.slots * (1 + self.config.prefetch)
+            pool.held_most = max(pool.held_most, pool.limit)
+            for r, a in pool.spec.capacity.items():
+                if a > pool.ceiling.get(r, 0.0):
+                    pool.ceiling[r] = a
+
     def _restore_attempts(self, ev: AttemptsRestored, now: float, out: list[Instruction]) -> None:
         """A computation registered afresh at a restart goes on from the attempts made before it: its retry budget
         is what was left (a computation that had failed for good gets one more attempt, then fails), its
@@ -970,11 +992,11 @@ class Scheduler:
         if name is None:
             return (f"handler type {spec.handler_type!r} has no pool and there is no general pool "
                     f"(pools: {', '.join(self._pools)})")
-        pool = self._pools[name].spec
-        short = {r: a for r, a in (spec.resources or {}).items() if a > pool.capacity.get(r, 0.0)}
+        ceiling = self._pools[name].ceiling
+        short = {r: a for r, a in (spec.resources or {}).items() if a > ceiling.get(r, 0.0)}
         if short:
             asked = ", ".join(f"{r}={a:g}" for r, a in sorted((spec.resources or {}).items()))
-            has = ", ".join(f"{r}={a:g}" for r, a in sorted(pool.capacity.items())) or "nothing declared"
+            has = ", ".join(f"{r}={a:g}" for r, a in sorted(ceiling.items())) or "nothing declared"
             return (f"computation {rec.label!r} asks for {asked}, more than pool {name!r} will ever have "
                     f"({has}); declare capacity with --resources or --pool")
         rec.pool = name
@@ -1341,8 +1363,9 @@ class Scheduler:
         versions = self._versions
         output = versions.get(rec.spec.output)
         inputs = tuple((k, versions[k].identity or "") for k in spec.inputs)
+        aged = spec.priority - self.config.ageing_per_s * (rec.ready_at or now)
         out.append(Dispatch(spec, rec.attempts, pool.spec.name, lent, output.stamp if output else None, inputs,
-                            rec.run_seq))
+                            rec.run_seq, aged))
 
     def _resolve_held_resources(self, pool: _Pool, rec: ComputationRecord, now: float,
                                 out: list[Instruction]) -> None:
@@ -1536,7 +1559,8 @@ class Scheduler:
                 check(abs(pool.used.get(r, 0.0) - usage["used"].get(r, 0.0)) < 1e-9,  # type: ignore[union-attr]
                       f"pool {name!r} counts {pool.used.get(r, 0.0):g} {r} in use, records say "
                       f"{usage['used'].get(r, 0.0):g}")  # type: ignore[union-attr]
-            check(pool.running <= pool.limit, f"pool {name!r} holds {pool.running} attempts, limit {pool.limit}")
+            check(pool.running <= pool.held_most, f"pool {name!r} holds {pool.running} attempts, "
+                                                  f"limit {pool.held_most}")
             check(len(pool.ready) == len(pool.queued) and all(k in pool.queued for k in pool.ready),
                   f"pool {name!r}: the ready heap and its queues disagree")
 

@@ -22,6 +22,7 @@ from ..interfaces import EventSource, Executor, ObjectStore, Task
 from ..model import (
     AttemptFailed,
     AttemptsRestored,
+    CapacityChanged,
     Cancel,
     Completion,
     ComponentFailed,
@@ -355,8 +356,8 @@ class Orchestrator:
                 source.start(self.queue.put)
             self._info["events"] = [s.name for s in self._sources]
             self._info["state"] = "running"
-            log.info("store %s: %d objects; listening with %s; %d worker(s)", self.store.describe(),
-                     len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.capacity)
+            log.info("store %s: %d objects; listening with %s; %s", self.store.describe(),
+                     len(listing), ", ".join(self._info["events"]) or "no event source", self.executor.describe())
             reads_before = self.store.request_count() or 0
             self._starting = True
             self._handle([ObjectCreated(k, e, None, "listing") for k, e in listing.items()],
@@ -443,6 +444,11 @@ class Orchestrator:
                          ev.attempt, keys)
                 batch.append(ev)
             elif kind in (ComputationResumed, SpecsSubmitted):
+                batch.append(ev)
+            elif kind is CapacityChanged:
+                log.info("workers %s", "; ".join(f"pool {p.name}: {p.slots} slot(s), "
+                                                  + ", ".join(f"{r}={a:g}" for r, a in sorted(p.capacity.items()))
+                                                  for p in ev.pools))
                 batch.append(ev)
             elif kind is ObjectRemoved:
                 if not is_reserved(ev.key):
@@ -644,7 +650,7 @@ class Orchestrator:
                     log.info("start   %s #%d [%s]%s%s", spec.computation, ins.attempt, spec.handler_type, label,
                              " on a lent slot" if ins.lent else "")
                     tasks.append(Task(spec, ins.attempt, self.store.uri, ins.pool, ins.lent, ins.replaces,
-                                      ins.inputs, ins.run_seq))
+                                      ins.inputs, ins.run_seq, ins.priority))
                     if self.stats.first_dispatch is None:
                         self.stats.first_dispatch = time.monotonic()
                     committed = [self._committed_at[k] for k in spec.inputs if k in self._committed_at]

@@ -1,8 +1,15 @@
-"""The status document: what the orchestrator knows, written to `.gclo/state/status.json` in the store so that
-`gclo status` works from any process or machine, and rendered as a table for people.
+"""The status document: what the orchestrator knows, written to the store so that `gclo status` works from any
+process or machine, and rendered as a table for people.
+
+In the store it is a small summary at `.gclo/state/status.json` (counts, the orchestrator, rejections, deadlocks,
+incidents) and, for each state that has computations, a part of its own with them
+(`.gclo/state/computations/STATE.json.gz`, gzip'd JSON), named by the summary. A reader that shows one state reads
+the summary and that part alone: the failed computations of a million-computation graph are one small object.
+Parts are written before the summary that names them, so a part may be one write newer than the summary.
 """
 from __future__ import annotations
 
+import gzip
 import heapq
 import json
 import time
@@ -14,8 +21,13 @@ from ..interfaces import ObjectStore
 from ..model import RESERVED_PREFIX, State
 
 STATUS_KEY = RESERVED_PREFIX + "state/status.json"
-FORMAT = 1
+PARTS_PREFIX = RESERVED_PREFIX + "state/computations/"
+FORMAT = 2  # 1: the computations inside the summary (still read)
 SHOWN_MISSING = 100  # missing inputs listed per computation; a join waiting for 100,000 parts says how many
+
+
+def part_key(state: str) -> str:
+    return f"{PARTS_PREFIX}{state}.json.gz"
 
 
 def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Iterable[dict[str, Any]],
@@ -74,17 +86,46 @@ def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Itera
 
 
 def write_status(store: ObjectStore, status: dict[str, Any]) -> None:
-    store.put(STATUS_KEY, json.dumps(status, separators=(",", ":")).encode(), {"content-type": "application/json"})
+    """The parts, one per state that has computations, then the summary naming them (see the module)."""
+    by_state: dict[str, list[dict[str, Any]]] = {}
+    for item in status.get("computations", ()):
+        by_state.setdefault(item["state"], []).append(item)
+    parts = {}
+    for state, items in by_state.items():
+        body = gzip.compress(json.dumps(items, separators=(",", ":")).encode(), compresslevel=1)
+        store.put(part_key(state), body, {"content-type": "application/gzip"})
+        parts[state] = {"key": part_key(state), "count": len(items)}
+    summary = {k: v for k, v in status.items() if k != "computations"}
+    summary["parts"] = parts
+    store.put(STATUS_KEY, json.dumps(summary, separators=(",", ":")).encode(), {"content-type": "application/json"})
 
 
-def read_status(store: ObjectStore) -> dict[str, Any] | None:
-    """The last status written to `store`, or None when no orchestrator has run on it."""
+def read_status(store: ObjectStore, states: Iterable[str] | None = None) -> dict[str, Any] | None:
+    """The last status written to `store`, with the computations of `states` (None: all), or None when no
+    orchestrator has run on it. Reads the summary and the parts of those states only."""
     try:
-        return json.loads(store.get(STATUS_KEY).body)
+        summary = json.loads(store.get(STATUS_KEY).body)
     except ObjectNotFound:
         return None
     except ValueError as exc:
         raise StorageError(f"{STATUS_KEY} in {store.describe()} is not valid JSON ({exc})") from None
+    wanted = None if states is None else set(states)
+    if "computations" in summary:  # format 1
+        if wanted is not None:
+            summary["computations"] = [c for c in summary["computations"] if c.get("state") in wanted]
+        return summary
+    computations: list[dict[str, Any]] = []
+    for state, part in summary.pop("parts", {}).items():
+        if wanted is not None and state not in wanted:
+            continue
+        try:
+            computations.extend(json.loads(gzip.decompress(store.get(part["key"]).body)))
+        except ObjectNotFound:
+            continue  # written by an older orchestrator that kept no parts; the summary's counts still say
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"{part['key']} in {store.describe()} is not gzip'd JSON ({exc})") from None
+    summary["computations"] = computations
+    return summary
 
 
 def _age(seconds: float) -> str:

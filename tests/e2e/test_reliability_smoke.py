@@ -21,7 +21,8 @@ def test_the_fault_suite_loses_and_duplicates_nothing(tmp_path):
     (result,) = tmp_path.glob("smoke-*.json")
     rows = json.loads(result.read_text())["rows"]
     assert {(r["scenario"], r["store"]) for r in rows} == {
-        (s, b) for s in ("orchestrator kill -9", "worker kill -9", "events chaos", "late writer", "changing inputs")
+        (s, b) for s in ("orchestrator kill -9", "worker kill -9", "events chaos", "late writer", "changing inputs",
+                         "dask: worker + orchestrator kill -9")
         for b in ("local", "seaweedfs")} | {("store outage", "seaweedfs")}
     for r in rows:
         assert (r["lost"], r["duplicated"], r["checks"]) == (0, 0, "ok"), r

@@ -9,6 +9,7 @@ import random
 from gcl_orchestrator.core import Scheduler, SchedulerConfig
 from gcl_orchestrator.model import (
     AttemptFailed,
+    CapacityChanged,
     Cancel,
     ComputationFailed,
     ComputationSucceeded,
@@ -115,6 +116,42 @@ def test_a_demand_no_pool_can_ever_meet_fails_at_once_saying_what_was_asked_and_
     assert settle.state is State.FAILED
     assert "asks for gpu=1, memory_mb=500, more than pool 'general' will ever have (cpu=2, memory_mb=1000)" \
         in settle.detail
+
+
+def test_pools_follow_the_workers_a_cluster_reports_as_they_join_and_leave():
+    c = core(pools=[PoolSpec("general", 1)])
+    assert names(submit(c, *(spec(f"s{i}") for i in range(5)))) == ["s0"]
+    grown = c.handle([CapacityChanged((PoolSpec("general", 3),))], 1.0)
+    assert names(grown) == ["s1", "s2"]
+    assert c.slots == 3
+    # Every worker leaves: what runs keeps running and may finish; nothing more starts until workers come back.
+    assert names(c.handle([CapacityChanged((PoolSpec("general", 0),))], 2.0)) == []
+    assert names(ok(c, "s0", 3.0)) == []
+    assert names(c.handle([CapacityChanged((PoolSpec("general", 1),))], 4.0)) == []  # s1, s2 still hold it
+    assert names(ok(c, "s1", 5.0)) == []
+    assert names(ok(c, "s2", 6.0)) == ["s3"]
+
+
+def test_work_asking_for_what_left_with_a_worker_waits_for_it_and_what_never_existed_fails():
+    c = core(pools=[PoolSpec("general", 2, FrozenDict({"gpu": 1}))])
+    c.handle([CapacityChanged((PoolSpec("general", 1),))], 0.0)  # the gpu worker left
+    out = submit(c, spec("train", resources={"gpu": 1}), spec("big", resources={"tpu": 1}), now=1.0)
+    assert names(out) == []
+    (settle,) = [i for i in out if isinstance(i, Settle)]
+    assert settle.computation == "big" and settle.state is State.FAILED and "tpu=1" in settle.detail
+    assert c.record("train").state is State.READY
+    back = c.handle([CapacityChanged((PoolSpec("general", 2, FrozenDict({"gpu": 1})),))], 2.0)
+    assert names(back) == ["train"]
+
+
+def test_dispatch_carries_the_aged_priority_the_core_ordered_by():
+    c = core(slots=1, ageing=1.0)
+    submit(c, spec("first"), now=0.0)
+    c.handle([SpecsSubmitted("test", (spec("urgent", priority=50), spec("late", priority=0)))], 10.0)
+    (first,) = [i for i in ok(c, "first", 11.0) if isinstance(i, Dispatch)]
+    assert first.spec.computation == "urgent" and first.priority == 50 - 10.0
+    (late,) = [i for i in ok(c, "urgent", 12.0) if isinstance(i, Dispatch)]
+    assert late.priority == 0 - 10.0 < first.priority
 
 
 def test_handler_type_affinity_sends_work_to_its_own_pool():
