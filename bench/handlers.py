@@ -75,3 +75,15 @@ def tree_group(ctx):
         outs.append(out)
     ctx.emit(computation=f"g{g}:join", handler_type="join", inputs=outs, output=f"joins/{g:05d}")
     return g
+
+
+@handler("fan_in_root")
+def fan_in_root(ctx):
+    """Reads N and spawns N parts and one join over all of them, declared as a range of keys (one short spec)."""
+    n = int(ctx.read_text())
+    for i in range(n):
+        ctx.emit(computation=f"part:{i}", handler_type="leaf", inputs=[ctx.output], output=f"parts/{i:05d}.json",
+                 params={"i": i})
+    ctx.emit(computation="join", handler_type="join", output="total.json",
+             inputs=[{"pattern": "parts/{i:05d}.json", "count": n}])
+    return n

@@ -200,8 +200,9 @@ _NO_PARAMS = FrozenDict()
 class ComputationSpec:
     """One computation as GCL declares it. Built only by `spec.loader`, which validates every field.
 
-    `retry`, `timeout_s`, `resources`, `alternatives` and `notify` are validated and carried, and the scheduling
-    that acts on them arrives with the adaptive-scheduling work; they are kept here so specs round-trip unchanged.
+    `inputs` are exact keys, whatever form GCL gave them in: what the core waits for. `declared_inputs` keeps
+    that form when it named ranges of keys (None when it listed keys only), so that the spec written back to
+    metadata, and its fingerprint, stay as compact as it was declared.
     """
 
     computation: str
@@ -216,12 +217,13 @@ class ComputationSpec:
     alternatives: tuple[FrozenDict, ...] = ()
     notify: tuple[str, ...] = ()
     version: str | None = None  # the handler's code version, as the user names it
+    declared_inputs: tuple[str | FrozenDict, ...] | None = None  # keys and key ranges, as declared
 
     def __init__(self, computation: str, inputs: tuple[str, ...], output: str, handler_type: str,
                  priority: int = 0, params: FrozenDict = _NO_PARAMS, retry: FrozenDict | None = None,
                  timeout_s: float | None = None, resources: FrozenDict | None = None,
                  alternatives: tuple[FrozenDict, ...] = (), notify: tuple[str, ...] = (),
-                 version: str | None = None):
+                 version: str | None = None, declared_inputs: tuple[str | FrozenDict, ...] | None = None):
         # Slots, not an instance dict: a quarter of the memory and faster reads, which the scheduling core feels
         # at 100k computations. Frozen all the same: the fields are set through their slot descriptors (the
         # dataclass default, object.__setattr__ per field, costs twice as much).
@@ -237,13 +239,14 @@ class ComputationSpec:
         _set_alternatives(self, alternatives)
         _set_notify(self, notify)
         _set_version(self, version)
+        _set_declared_inputs(self, declared_inputs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form, omitting fields left at their defaults (compact metadata)."""
         out: dict[str, Any] = {
             "computation": self.computation,
             "handler_type": self.handler_type,
-            "inputs": list(self.inputs),
+            "inputs": list(self.inputs) if self.declared_inputs is None else thaw(self.declared_inputs),
             "output": self.output,
         }
         if self.priority:
@@ -272,7 +275,7 @@ class ComputationSpec:
 
 
 (_set_computation, _set_inputs, _set_output, _set_handler_type, _set_priority, _set_params, _set_retry,
- _set_timeout_s, _set_resources, _set_alternatives, _set_notify, _set_version) = (
+ _set_timeout_s, _set_resources, _set_alternatives, _set_notify, _set_version, _set_declared_inputs) = (
     vars(ComputationSpec)[f.name].__set__ for f in dataclasses.fields(ComputationSpec))
 
 

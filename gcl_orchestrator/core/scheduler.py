@@ -13,10 +13,11 @@ upstream failures); `_dispatch` then starts what fits.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple
+from typing import Collection, Iterable, Iterator, NamedTuple
 
 from ..errors import CycleError
 from ..model import (
@@ -124,7 +125,7 @@ class ComputationRecord:
                  "lost_attempts", "pool", "running_attempt", "lent", "blocked_on", "wait_id", "blocked_at",
                  "awaited", "last_error", "errors", "note", "produced_by", "registered_at",
                  "ready_at", "started_at", "finished_at", "retry_at", "subscribers", "stalled", "run_seq",
-                 "run_started_at", "stale", "forced", "from_deleted")
+                 "run_started_at", "stale", "forced", "from_deleted", "held_inputs")
 
     def __init__(self, spec: ComputationSpec, source: str, registered_at: float, subscribers: tuple[str, ...]):
         self.spec = spec
@@ -158,7 +159,11 @@ class ComputationRecord:
         self.run_started_at = 1  # the first attempt of the current run: reports of earlier ones are of old runs
         self.stale = False  # an input changed while its attempt ran: it runs again once that one reports
         self.forced = False  # a rerun was asked for, downstream included: its consumers run again after it
-        self.from_deleted: tuple[str, ...] = ()  # inputs deleted since its output was computed
+        # inputs deleted since its output was computed, in the order deleted (a dict: a join's parts may all go)
+        self.from_deleted: dict[str, None] = {}
+        # How many of its inputs are held for a new run (in Scheduler._pending): counted as keys are held and
+        # released, so that a join over a hundred thousand parts knows in one step whether it still reads one.
+        self.held_inputs = 0
 
     @property
     def name(self) -> str:
@@ -649,6 +654,9 @@ class Scheduler:
         self._producer[spec.output] = rec
         for key in spec.inputs:
             self._consumers.setdefault(key, []).append(rec)
+        if self._pending:
+            pending = self._pending
+            rec.held_inputs = sum(1 for key in spec.inputs if key in pending)
         version = self._versions.get(spec.output)
         if version is not None:
             recorded = _run_seq(version.run) or 0  # run numbers go on from the output's (a restart starts at 1)
@@ -753,7 +761,7 @@ class Scheduler:
         rec.retry_at = None
         rec.last_error = None
         rec.finished_at = None
-        rec.from_deleted = ()
+        rec.from_deleted = {}
         rec.note = f"runs again: {why}"
         out.append(Stale(rec.name, why))
         rec.missing = self._lacking(rec.spec.inputs)
@@ -783,7 +791,7 @@ class Scheduler:
         if output not in self._versions or output in self._pending:
             return
         pending = self._pending
-        pending.add(output)
+        self._hold(output)
         stack = [output]
         while stack:
             key = stack.pop()
@@ -799,7 +807,7 @@ class Scheduler:
                 elif state is DONE:  # it runs again if `key` changes: what reads its output waits too
                     held = reader.spec.output
                     if held in self._versions and held not in pending:
-                        pending.add(held)
+                        self._hold(held)
                         stack.append(held)
 
     def _lacking(self, inputs: Iterable[str]) -> set[str]:
@@ -812,7 +820,7 @@ class Scheduler:
         waited for the new run goes on with what is there now (`wake`; not when `key` was deleted, and what
         reads it waits for it anyway). Keys held further down (`_hold_readers`) whose producer did not run
         again, and reads no other held key, are released with it."""
-        self._pending.discard(key)
+        self._unhold(key)
         if wake:
             self._go_on(key, now, out)
         stack = [key]
@@ -820,7 +828,7 @@ class Scheduler:
             for reader in self._consumers.get(stack.pop(), ()):
                 held = reader.spec.output
                 if held in self._pending and reader.state is DONE and not self._holds_pending(reader):
-                    self._pending.discard(held)
+                    self._unhold(held)
                     self._go_on(held, now, out)
                     stack.append(held)
 
@@ -832,8 +840,19 @@ class Scheduler:
                 self._transition(reader, READY, now, out)
 
     def _holds_pending(self, rec: ComputationRecord) -> bool:
-        pending = self._pending
-        return any(k in pending for k in rec.spec.inputs)
+        return rec.held_inputs > 0
+
+    def _hold(self, key: str) -> None:
+        """`key` is being computed again: what reads it waits for the new run (see `_hold_readers`)."""
+        self._pending.add(key)
+        for reader in self._consumers.get(key, ()):
+            reader.held_inputs += 1
+
+    def _unhold(self, key: str) -> None:
+        if key in self._pending:
+            self._pending.discard(key)
+            for reader in self._consumers.get(key, ()):
+                reader.held_inputs -= 1
 
     def _on_removed(self, key: str, now: float, out: list[Instruction]) -> None:
         """The object at `key` was deleted. A deleted output is computed again (its inputs permitting); a deleted
@@ -855,7 +874,7 @@ class Scheduler:
                 producer.stale = True
         for rec in list(self._consumers.get(key, ())):
             if rec.state is DONE:
-                rec.from_deleted = tuple(dict.fromkeys(rec.from_deleted + (key,)))
+                rec.from_deleted[key] = None
                 rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}"
             elif rec.state is READY:
                 rec.missing = {key}
@@ -869,7 +888,7 @@ class Scheduler:
         stale if not."""
         for rec in list(self._consumers.get(key, ())):
             if key in rec.from_deleted:
-                rec.from_deleted = tuple(k for k in rec.from_deleted if k != key)
+                del rec.from_deleted[key]
                 rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}" if rec.from_deleted else ""
                 if not same:
                     self._input_changed(rec, key, now, out)
@@ -1476,6 +1495,8 @@ class Scheduler:
             check(rec.current == variant(rec.spec, rec.alternative), f"{name!r}: current spec is not its variant")
             for key in rec.spec.inputs:
                 check(any(c is rec for c in self._consumers.get(key, ())), f"{name!r} not a consumer of {key!r}")
+            held = sum(1 for key in rec.spec.inputs if key in self._pending)
+            check(rec.held_inputs == held, f"{name!r} counts {rec.held_inputs} held inputs, {held} are held")
             if rec.state is WAITING:
                 check(bool(rec.missing), f"{name!r} waits for nothing")
                 for key in rec.missing:
@@ -1563,7 +1584,7 @@ def _run_seq(run: str | None) -> int | None:
     return int(number) if sep and rest and number.isdigit() and len(number) < 19 else None
 
 
-def _keys(keys: Iterable[str]) -> str:
-    keys = list(keys)
-    shown = ", ".join(repr(k) for k in keys[:5])
+def _keys(keys: Collection[str]) -> str:
+    """The first five keys, and how many more: a join's parts are named by their number, never all listed."""
+    shown = ", ".join(repr(k) for k in itertools.islice(keys, 5))
     return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")

@@ -74,9 +74,13 @@ def key_values(key: str) -> dict[str, str]:
             "key_id": name_id(key)}
 
 
+RANGE_PLACEHOLDER = "i"  # `{i}` belongs to a range of keys in `inputs`: left for it to expand
+
+
 def _render(template: Any, values: Mapping[str, str]) -> Any:
     if isinstance(template, str):
-        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+        return _PLACEHOLDER.sub(lambda m: m.group(0) if m.group(1) == RANGE_PLACEHOLDER else values[m.group(1)],
+                                template)
     if isinstance(template, Mapping):
         return {_render(k, values): _render(v, values) for k, v in template.items()}
     if isinstance(template, list):
@@ -134,7 +138,7 @@ class RuleSet:
             if not isinstance(entry["match"], str) or not entry["match"]:
                 raise RulesError(f"{where}.match: must be a non-empty glob string")
             template = entry["gcl"]
-            unknown = _placeholders(template) - set(PLACEHOLDERS)
+            unknown = _placeholders(template) - set(PLACEHOLDERS) - {RANGE_PLACEHOLDER}
             if unknown:
                 raise RulesError(f"{where}.gcl: unknown placeholder(s) {', '.join('{' + u + '}' for u in sorted(unknown))}"
                                  f" (known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})")

@@ -136,6 +136,7 @@ class HandlerContext:
         self.computation = spec.computation
         self.handler_type = spec.handler_type
         self.inputs = spec.inputs
+        self._readable = frozenset(spec.inputs)  # a join reads each of its parts: one look-up each, not a scan
         self.output = spec.output
         self.params: dict[str, Any] = thaw(spec.params)
         self.attempt = attempt
@@ -158,7 +159,7 @@ class HandlerContext:
                 raise HandlerError(f"computation {self.computation!r} has {len(self.inputs)} inputs: "
                                    "name the key to read")
             return self.inputs[0]
-        if key not in self.inputs and key not in self._waited:
+        if key not in self._readable and key not in self._waited:
             raise HandlerError(f"{key!r} is not an input of computation {self.computation!r} "
                                f"(inputs: {', '.join(self.inputs[:5]) or 'none'}"
                                f"{f' and {len(self.inputs) - 5} more' if len(self.inputs) > 5 else ''}); "

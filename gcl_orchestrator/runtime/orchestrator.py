@@ -219,6 +219,7 @@ class _StatusWriter:
         self._pending: dict[str, Any] | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.last_write_s = 0.0  # how long the last document took to encode and write
 
     def start(self) -> None:
         self._stopping.clear()
@@ -240,10 +241,12 @@ class _StatusWriter:
             self.write(doc)
 
     def write(self, doc: dict[str, Any]) -> None:
+        started = time.monotonic()
         try:
             write_status(self.store, doc)
         except GclError as exc:
             log.warning("could not write status to %s: %s", self.store.describe(), exc)
+        self.last_write_s = time.monotonic() - started
 
     def stop(self) -> None:
         """Write what is waiting, then stop."""
@@ -383,8 +386,9 @@ class Orchestrator:
                     took = self._save_status(background=True)
                     last_status = time.monotonic()
                     # The document is a snapshot of the whole graph: on a large graph it is built less often, so
-                    # that building it never takes more than a tenth of the loop's time (it is written off it).
-                    status_every = max(opts.status_interval_s, 10 * took)
+                    # that building it never takes more than a tenth of the loop's time, nor writing it (off the
+                    # loop) more than a tenth of a core's: otherwise a graph that grows makes its run quadratic.
+                    status_every = max(opts.status_interval_s, 10 * took, 10 * self._status.last_write_s)
                 counts = self.core.counts()
                 if now - last_progress >= opts.progress_interval_s and counts != last_counts:
                     log.info("progress: %s", _progress(counts))

@@ -68,6 +68,8 @@ class LocalDirectoryStore(ObjectStore):
         (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
         self._root_prefix = str(self.root) + os.sep
         self._tmp_dir = str(self.root / TMP_DIR)
+        self._meta_prefix = self._root_prefix + META_DIR  # paths are built as strings: pathlib costs more than
+        # the system calls on a read, and a join reads a hundred thousand objects
         self._names = itertools.count()
 
     @classmethod
@@ -83,11 +85,11 @@ class LocalDirectoryStore(ObjectStore):
 
     # --- paths -------------------------------------------------------------------------------------------------
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
         check_key(key, allow_reserved=True)
         if key.startswith(INTERNAL_DIR):
             raise InvalidKeyError(key, f"{INTERNAL_DIR!r} holds the local store's own files")
-        path = self.root / key
+        path = self._root_prefix + key
         # A symlink inside the store must not lead reads or writes outside it. The root is resolved already, so
         # only the key's own components can be links: the whole path is resolved only when one of them is.
         cur = self._root_prefix
@@ -104,12 +106,12 @@ class LocalDirectoryStore(ObjectStore):
             cur += "/"
         return path
 
-    def _meta_path(self, key: str, version: str) -> Path:
-        return self.root / META_DIR / f"{key}~{version}.json"
+    def _meta_path(self, key: str, version: str) -> str:
+        return f"{self._meta_prefix}{key}~{version}.json"
 
-    def _legacy_meta_path(self, key: str) -> Path:
+    def _legacy_meta_path(self, key: str) -> str:
         """Where stores written by earlier releases kept an object's metadata (with its version inside)."""
-        return self.root / META_DIR / (key + ".json")
+        return self._meta_prefix + key + ".json"
 
     # --- reads -------------------------------------------------------------------------------------------------
 
@@ -216,10 +218,10 @@ class LocalDirectoryStore(ObjectStore):
         meta = normalize_metadata(metadata)
         digest = hashlib.md5(body).hexdigest()
         with _os_errors(key):
-            if not _check_parents(self.root, key):
-                path.parent.mkdir(parents=True, exist_ok=True)
+            if not _check_parents(self._root_prefix, key):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp: str | None = self._temp_file(body)
-            meta_path: Path | None = None
+            meta_path: str | None = None
             try:
                 st = os.stat(tmp)
                 version = file_version(st)
@@ -243,7 +245,7 @@ class LocalDirectoryStore(ObjectStore):
                     tmp = None
                 meta_path = None  # committed: it belongs to the object now
                 if self.fsync:
-                    _fsync_directory(path.parent)
+                    _fsync_directory(os.path.dirname(path))
                 if old is not None and old != version:
                     _unlink(self._meta_path(key, old))  # the replaced version's metadata
             finally:
@@ -289,12 +291,12 @@ class LocalDirectoryStore(ObjectStore):
             return False
         return age > STALE_LOCK_S or (holder.isdigit() and not _alive(int(holder)))
 
-    def _write_meta(self, path: Path, record: dict) -> None:
+    def _write_meta(self, path: str, record: dict) -> None:
         data = json.dumps(record).encode()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -302,7 +304,7 @@ class LocalDirectoryStore(ObjectStore):
                 fh.flush()
                 os.fsync(fh.fileno())
         if self.fsync:
-            _fsync_directory(path.parent)
+            _fsync_directory(os.path.dirname(path))
 
     def _temp_file(self, body: bytes) -> str:
         # Unique by process, thread and a counter; O_EXCL still refuses to reuse a name left by a crash.
@@ -362,7 +364,7 @@ def _is_file(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def _stat_file(path: Path, key: str, uri: str) -> os.stat_result:
+def _stat_file(path: str, key: str, uri: str) -> os.stat_result:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -372,16 +374,16 @@ def _stat_file(path: Path, key: str, uri: str) -> os.stat_result:
     return st
 
 
-def _check_parents(root: Path, key: str) -> bool:
+def _check_parents(root: str, key: str) -> bool:
     """A key whose parent 'directory' is an object cannot be stored in a directory tree: say so plainly.
-    True when the parent directory exists already."""
+    True when the parent directory exists already. `root` ends with the separator."""
     parts = key.split("/")[:-1]
     try:
-        if not parts or stat.S_ISDIR(os.stat(root.joinpath(*parts)).st_mode):
+        if not parts or stat.S_ISDIR(os.stat(root + "/".join(parts)).st_mode):
             return True  # the parent is a directory, so every ancestor is one too: one stat in the common case
     except OSError:
         pass
-    cur = root
+    cur = Path(root)
     for part in parts:
         cur = cur / part
         if cur.exists() and not cur.is_dir():
@@ -391,7 +393,7 @@ def _check_parents(root: Path, key: str) -> bool:
     return False
 
 
-def _file_md5(path: Path) -> str:
+def _file_md5(path: str) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -399,7 +401,7 @@ def _file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _version_or_none(path: Path) -> str | None:
+def _version_or_none(path: str) -> str | None:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -407,7 +409,7 @@ def _version_or_none(path: Path) -> str | None:
     return file_version(st) if stat.S_ISREG(st.st_mode) else None
 
 
-def _fsync_directory(directory: Path) -> None:
+def _fsync_directory(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -9,6 +9,7 @@ from ..interfaces import ObjectStore
 from ..model import identity
 
 MAX_DEPTH = 24
+MAX_LISTED = 100  # inputs followed per object: a join over 100,000 parts shows its first hundred and the count
 
 
 def _short(ident: str) -> str:
@@ -55,8 +56,10 @@ def lineage_lines(store: ObjectStore, key: str, max_depth: int = MAX_DEPTH) -> l
         if depth >= max_depth or key in path:
             lines.append(f"{pad}  ... ({len(inputs)} inputs, not followed further)")
             return
-        for input_key, input_identity in inputs:
+        for input_key, input_identity in inputs[:MAX_LISTED]:
             walk(input_key, input_identity, depth + 1, path | {key})
+        if len(inputs) > MAX_LISTED:
+            lines.append(f"{pad}  ... and {len(inputs) - MAX_LISTED:,} more inputs (gclo lineage KEY for one)")
 
     walk(key, None, 0, frozenset())
     return lines

@@ -10,6 +10,7 @@ Parts are written before the summary that names them, so a part may be one write
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 import time
 from typing import Any, Iterable
@@ -22,6 +23,7 @@ from ..model import RESERVED_PREFIX, State
 STATUS_KEY = RESERVED_PREFIX + "state/status.json"
 PARTS_PREFIX = RESERVED_PREFIX + "state/computations/"
 FORMAT = 2  # 1: the computations inside the summary (still read)
+SHOWN_MISSING = 100  # missing inputs listed per computation; a join waiting for 100,000 parts says how many
 
 
 def part_key(state: str) -> str:
@@ -46,7 +48,12 @@ def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Itera
         if rec.pool:
             item["pool"] = rec.pool
         if rec.missing:
-            item["missing"] = sorted(rec.missing)
+            missing = rec.missing
+            if len(missing) > SHOWN_MISSING:
+                item["missing_count"] = len(missing)
+                item["missing"] = heapq.nsmallest(SHOWN_MISSING, missing)
+            else:
+                item["missing"] = sorted(missing)
         if rec.stalled:
             item["stalled"] = True
         if rec.last_error:
@@ -161,7 +168,10 @@ def render_status(status: dict[str, Any], now: float | None = None, *, state_fil
             elif c.get("last_error"):
                 detail = "error: " + c["last_error"]
             elif c.get("missing"):
-                detail = ("stalled, " if c.get("stalled") else "") + "waiting for " + ", ".join(c["missing"])
+                count = c.get("missing_count", len(c["missing"]))
+                what = ", ".join(c["missing"][:5]) if count <= 5 else (
+                    f"{count:,} inputs: {', '.join(c['missing'][:3])}, ...")  # the count first: the line is clipped
+                detail = ("stalled, " if c.get("stalled") else "") + "waiting for " + what
             elif c.get("note"):
                 detail = c["note"]
             else:

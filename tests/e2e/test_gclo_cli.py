@@ -33,9 +33,9 @@ def gcl(**fields):
     return json.dumps(fields)
 
 
-def run_until_idle(store, *extra, workers=2):
+def run_until_idle(store, *extra, workers=2, timeout=60):
     return gclo("run", "--store", store, "--handlers", TEST_HANDLERS, "--workers", workers, "--until-idle",
-                "--quiet-period", "0.5", *extra)
+                "--quiet-period", "0.5", *extra, timeout=timeout)
 
 
 def test_the_demo_pipeline_runs_on_real_data(tmp_path):
@@ -92,7 +92,8 @@ def test_bad_input_fails_only_where_it_is_and_everything_is_reported(tmp_path):
     assert proc.returncode == 1
     assert (store / "copy.txt").read_text() == "payload"
     err = proc.stderr
-    assert "rejected GCL from broken.txt" in err and "inputs[0]: must be a string" in err
+    assert "rejected GCL from broken.txt" in err
+    assert "inputs[0]: must be a key or a range of keys ({pattern, count}), not an integer" in err
     assert "no handler registered for handler_type 'nobody_registered_this'" in err
     assert "would close a cycle: a -> [ab] -> b -> [ba] -> a" in err
     assert "waiting  join: lacks never.txt" in err

@@ -67,6 +67,34 @@ def test_a_restart_reads_what_changed_not_every_object(target, tmp_path):
     assert rebuilt.returncode == 0 and "--rebuild, so every object's metadata is read" in rebuilt.stderr
 
 
+def test_a_join_over_thousands_of_parts_is_recovered_at_restart_and_runs_when_its_last_part_comes(target, tmp_path):
+    """Given a run that ended with a join over 2,001 parts (1,001 on SeaweedFS) waiting for the one part nobody produces, when that
+    part is uploaded and `gclo run` starts again, then the journal brings back the join (declared as a range
+    in its handler's output GCL), the 2,000 parts count as done, and the join alone runs."""
+    store_args, event_args = target
+    runs, parts = tmp_path / "runs.log", 1000 if store_args[0].startswith("s3://") else 2000
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text(" ".join(str(i) for i in range(1, parts + 1)))
+    spec = gcl(computation="split", handler_type="split_range", inputs=["in/numbers.txt"], output="numbers.json",
+               params={"runs": str(runs), "count": parts + 1})
+    assert gclo("put", numbers, "in/numbers.txt", "--store", *store_args, "--gcl", spec).returncode == 0
+    first = run_until_idle(store_args[0], *store_args[1:], *event_args, timeout=300)
+    assert f"waiting  total: lacks parts/{parts:05d}.json" in first.stderr, first.stderr[-2000:]
+    assert len(runs.read_text().split()) == parts + 1  # split and the parts; not the join
+
+    last = tmp_path / "last.json"
+    last.write_text("1")
+    assert gclo("put", last, f"parts/{parts:05d}.json", "--store", *store_args).returncode == 0
+    again = run_until_idle(store_args[0], *store_args[1:], *event_args, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    listed, known, one_by_one, _ = START_UP.search(again.stderr).groups()
+    assert (int(listed), int(known), one_by_one) == (parts + 3, parts + 2, "1")  # only the uploaded part
+    assert f"{parts + 1} computation(s) already done" in again.stderr
+    assert runs.read_text().split()[parts + 1:] == ["total"]  # the join, once; nothing else again
+    store = open_store(store_args[0] + (f"?endpoint_url={store_args[2]}" if len(store_args) > 1 else ""))
+    assert json.loads(store.get("total.json").body) == {"sum": parts * (parts + 1) + 1, "parts": parts + 1}
+
+
 def test_a_second_writer_of_the_journal_stops_the_orchestrator_with_exit_code_3(tmp_path):
     store_dir = tmp_path / "bucket"
     data = tmp_path / "data.txt"

@@ -34,6 +34,33 @@ def split(ctx):
     return numbers
 
 
+@handler("split_range")
+def split_range(ctx):
+    """Fan out one `double` per number in the input, and a `total` over params['count'] parts (all of them by
+    default) declared as one range of keys."""
+    _count(ctx)
+    numbers = [int(x) for x in ctx.read_text().split()]
+    for i in range(len(numbers)):
+        ctx.emit(computation=f"double:{i}", handler_type="double", inputs=[ctx.output], output=f"parts/{i:05d}.json",
+                 params={"index": i, "runs": ctx.params.get("runs")})
+    ctx.emit(computation="total", handler_type="total", output="total.json", params={"runs": ctx.params.get("runs")},
+             inputs=[{"pattern": "parts/{i:05d}.json", "count": ctx.params.get("count", len(numbers))}])
+    return numbers
+
+
+@handler("declare_join")
+def declare_join(ctx):
+    """Declare one `total` over params['count'] parts `parts/NNNNNN.json`, as a range of keys (params['form']
+    "range") or as the list of them ("list"), and nothing that produces them."""
+    n = ctx.params["count"]
+    if ctx.params["form"] == "range":
+        inputs = [{"pattern": "parts/{i:06d}.json", "count": n}]
+    else:
+        inputs = [f"parts/{i:06d}.json" for i in range(n)]
+    ctx.emit(computation="total", handler_type="total", inputs=inputs, output="total.json")
+    return n
+
+
 @handler("double")
 def double(ctx):
     _count(ctx)

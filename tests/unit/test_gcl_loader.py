@@ -129,13 +129,109 @@ def test_schema_ships_with_the_package_and_reserves_room_for_later_fields():
     assert schema()["additionalProperties"] is False
 
 
-def test_a_huge_invalid_list_is_named_by_its_field_and_length_not_printed():
-    doc = {"computation": "join", "handler_type": "h", "inputs": [f"part/{i:05d}" for i in range(30_000)],
+def test_a_list_over_the_input_limit_is_named_by_its_field_and_size_in_one_line():
+    doc = {"computation": "join", "handler_type": "h", "inputs": [f"part/{i:06d}" for i in range(120_000)],
            "output": "total"}
     with pytest.raises(SpecError) as err:
-        load_gcl(json.dumps(doc))
-    assert str(err.value).endswith("inputs: has 30,000 items; at most 10,000 are allowed")
+        load_gcl(json.dumps(doc), sidecar=True)  # a list this long is only carried by a sidecar
+    assert [str(p) for p in err.value.problems] == [
+        "inputs: 120,000 keys, more than the 100,000 a computation may read"]
     assert len(str(err.value)) < 200
+
+
+def test_a_list_of_a_hundred_thousand_keys_is_accepted_as_exact_keys():
+    keys = [f"part/{i:06d}" for i in range(100_000)]
+    (spec,) = load_gcl(json.dumps({"computation": "join", "handler_type": "h", "inputs": keys, "output": "total"}),
+                       sidecar=True)
+    assert spec.inputs == tuple(keys) and spec.declared_inputs is None and spec.to_dict()["inputs"] == keys
+
+
+# --- ranges of keys: {pattern, count, start} -------------------------------------------------------------------
+
+
+def join(*inputs, **fields):
+    return json.dumps({"computation": "join", "handler_type": "h", "inputs": list(inputs), "output": "total",
+                       **fields})
+
+
+def test_inputs_given_as_a_tuple_are_checked_and_kept_like_a_list():
+    from gcl_orchestrator.gcl import spec_from_mapping
+    fields = {"computation": "c", "handler_type": "h", "output": "o"}
+    assert spec_from_mapping({**fields, "inputs": ("a", "b")}).inputs == ("a", "b")  # a handler passing ctx.inputs
+    assert spec_from_mapping({**fields, "inputs": ("a", {"pattern": "p/{i}", "count": 2})}).inputs == ("a", "p/0",
+                                                                                                    "p/1")
+    with pytest.raises(SpecError, match=r"inputs\[1\]: has an empty"):
+        spec_from_mapping({**fields, "inputs": ("a", "../b")})
+
+
+def test_a_range_expands_in_place_to_exact_keys_as_python_formats_them():
+    (spec,) = load_gcl(join("config.json", {"pattern": "parts/{i:05d}.json", "count": 3},
+                            {"pattern": "more/{i}", "count": 2, "start": 9}))
+    assert spec.inputs == ("config.json", "parts/00000.json", "parts/00001.json", "parts/00002.json", "more/9",
+                           "more/10")
+    assert [f"parts/{i:05d}.json" for i in range(3)] == list(spec.inputs[1:4])  # what a handler writes
+
+
+def test_a_range_stays_compact_in_the_spec_written_back_and_in_its_fingerprint():
+    from gcl_orchestrator.gcl import encode_gcl
+    (spec,) = load_gcl(join({"pattern": "parts/{i:05d}.json", "count": 100_000}))
+    assert len(spec.inputs) == 100_000 and spec.inputs[-1] == "parts/99999.json"
+    assert spec.to_dict()["inputs"] == [{"pattern": "parts/{i:05d}.json", "count": 100_000}]
+    encoded = encode_gcl([spec])
+    assert encoded.sidecar_key is None and len(encoded.metadata["gcl"]) < 200  # inline in metadata
+    assert load_gcl(encoded.metadata["gcl"]) == (spec,)  # and read back the same
+    listed = load_gcl(json.dumps({**spec.to_dict(), "inputs": list(spec.inputs)}), sidecar=True)[0]
+    assert listed.inputs == spec.inputs and listed != spec  # the same keys declared otherwise: another spec
+    assert listed.fingerprint() != spec.fingerprint()
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    ([{"pattern": "p/{i}", "count": 120_000}], "inputs: 120,000 keys, more than the 100,000 a computation may read"),
+    (["a", {"pattern": "p/{i}", "count": 60_000}, {"pattern": "q/{i}", "count": 40_000}],
+     "inputs: 100,001 keys, more than the 100,000 a computation may read"),
+    ([{"pattern": "p/{i}", "count": 10 ** 15}], "inputs: 1,000,000,000,000,000 keys, more than the 100,000"),
+    ([{"pattern": "p/{i}/{i}", "count": 3}], "inputs[0].pattern: 'p/{i}/{i}' must hold exactly one placeholder"),
+    ([{"pattern": "p/x", "count": 3}], "inputs[0].pattern: 'p/x' must hold exactly one placeholder"),
+    ([{"pattern": "p/{n}", "count": 3}], "inputs[0].pattern: 'p/{n}' must hold exactly one placeholder"),
+    ([{"pattern": "p/{i:5d}", "count": 3}], "inputs[0].pattern: 'p/{i:5d}' must hold exactly one placeholder"),
+    ([{"pattern": "../{i}", "count": 3}], "inputs[0].pattern: expands to '../0': has an empty, '.' or '..'"),
+    ([{"pattern": ".gclo/{i}", "count": 3}], "inputs[0].pattern: expands to '.gclo/0': the prefix '.gclo/' is"),
+    ([{"pattern": "p/{i}" + "x" * 1019, "count": 10_000}], "inputs[0].pattern: expands to 'p/9999xxx"),  # the last
+    ([{"pattern": "p/{i}", "count": 0}], "inputs[0].count: 0 is not allowed here (minimum 1)"),
+    ([{"pattern": "p/{i}", "count": "3"}], "inputs[0].count: must be an integer, not a string"),
+    ([{"pattern": "p/{i}", "count": 3, "step": 2}], "inputs[0].step: unknown field (allowed: count, pattern, start)"),
+    ([{"pattern": "p/{i}"}], "inputs[0]: missing required field 'count'"),
+    ([{"pattern": "p/{i}", "count": 3, "start": -1}], "inputs[0].start: -1 is not allowed here (minimum 0)"),
+    ([7], "inputs[0]: must be a key or a range of keys ({pattern, count}), not an integer"),
+    (["p/2", {"pattern": "p/{i}", "count": 3}], "inputs: names 'p/2' more than once"),
+    ([{"pattern": "p/{i}", "count": 3}, {"pattern": "p/{i}", "count": 5}],
+     "inputs: names 'p/0' more than once (3 keys in all are named twice)"),
+    (["a", "a"], "inputs: names 'a' more than once"),
+    ([{"pattern": "p/{i}", "count": 3}, ".gclo/x"], "inputs[1]: '.gclo/x' is under the reserved prefix '.gclo/'"),
+    ([{"pattern": "p/{i}", "count": 3}, "a//b"], "inputs[1]: has an empty, '.' or '..' path segment"),
+])
+def test_each_invalid_range_is_named_by_its_field_in_one_short_line(inputs, expected):
+    found, message = problems(join(*inputs))
+    assert len(found) == 1 and found[0].startswith(expected), found
+    assert len(message) < 300
+
+
+def test_a_range_that_reaches_the_output_is_refused():
+    found, _ = problems(join({"pattern": "total{i}", "count": 3}, output="total1"))
+    assert found == ["output: 'total1' is also an input: a computation cannot read its own output"]
+
+
+def test_a_range_given_without_its_list_says_where_it_goes():
+    found, _ = problems(json.dumps({"computation": "join", "handler_type": "h", "output": "total",
+                                    "inputs": {"pattern": "p/{i}", "count": 3}}))
+    assert found == ["inputs: must be a list, not a mapping: a range of keys goes in one, "
+                     "[{pattern: ..., count: ...}]"]
+
+
+def test_keys_are_checked_in_a_list_with_other_problems_too():
+    found, _ = problems(join("ok", "a/../b", priority="urgent"))
+    assert any(p.startswith("inputs[1]: has an empty") for p in found)
+    assert any(p.startswith("priority:") for p in found)
 
 
 def test_a_message_with_thousands_of_problems_shows_the_first_and_says_how_many_more():

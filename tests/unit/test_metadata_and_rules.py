@@ -90,6 +90,15 @@ def test_globs(pattern, key, matches):
     assert bool(glob_to_regex(pattern).match(key)) is matches
 
 
+def test_a_rule_may_declare_a_join_over_a_range_of_keys_named_after_the_dropped_file():
+    rules = RuleSet.parse("rules: [{match: 'batches/*.ready', gcl: {computation: 'join:{stem_id}', handler_type: "
+                          "join, inputs: ['{key}', {pattern: '{parent}/{stem}/part-{i:03d}.csv', count: 3}, "
+                          "{pattern: '{stem}/{i}', count: 2}], output: 'joined/{stem}.json'}}]")
+    (s,) = rules.specs_for("batches/b7.ready")
+    assert s.inputs == ("batches/b7.ready", "batches/b7/part-000.csv", "batches/b7/part-001.csv",
+                        "batches/b7/part-002.csv", "b7/0", "b7/1")
+
+
 def test_rules_render_templates_for_matching_keys():
     rules = RuleSet.parse(RULES, "rules.yaml")
     (s,) = rules.specs_for("incoming/sales.2024.csv")
