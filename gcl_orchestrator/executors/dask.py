@@ -115,8 +115,8 @@ def _same_file(path: str, text: str) -> bool:
 
 class _TaskChannel(ReplyBox):
     """A running attempt's line to the orchestrator: events go out as Dask events on the run's topic; answers
-    come back on a Dask queue named after the task. While it waits for one, the handler secedes from the
-    worker's thread pool, so the work it waits for can run there."""
+    come back on a Dask queue named after the task. Once it has waited SECEDE_AFTER_S for one, the handler
+    secedes from the worker's thread pool, so the work it waits for can run there."""
 
     def __init__(self, worker: Any, topic: str, key: str):
         super().__init__(self._publish)
