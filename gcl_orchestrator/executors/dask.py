@@ -124,6 +124,7 @@ class _TaskChannel(ReplyBox):
         self._topic = topic
         self._key = key
         self._inbox: Any = None
+        self._seceded = False  # this wait left the worker's thread pool
 
     def close(self) -> None:
         if self._inbox is not None:
@@ -136,32 +137,28 @@ class _TaskChannel(ReplyBox):
         self._worker.log_event(self._topic, {"key": self._key, "event": pickle.dumps(event)})
 
     def receive(self, accept: Callable[[object], bool], timeout_s: float | None) -> object | None:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._seceded = False
+        try:
+            return super().receive(accept, timeout_s)
+        finally:
+            if self._seceded:
+                rejoin()
+
+    def _wait(self, remaining: float | None) -> None:
+        """Take one answer from the task's Dask queue. Answers that come at once (a submission accepted) are taken
+        without leaving the thread pool, which would cost a wait to rejoin it; a longer wait gives the thread to
+        other work."""
         if self._inbox is None:
             self._inbox = distributed.Queue(reply_queue(self._key))
-        seceded = False
+        step = 5.0 if self._seceded else SECEDE_AFTER_S
         try:
-            while True:
-                for i, message in enumerate(self._replies):
-                    if accept(message):
-                        return self._replies.pop(i)
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                # Answers that come at once (a submission accepted) are taken without leaving the thread pool,
-                # which would cost a wait to rejoin it; a longer wait gives the thread to other work.
-                step = SECEDE_AFTER_S if not seceded else 5.0
-                try:
-                    raw = self._inbox.get(timeout=min(remaining, step) if remaining is not None else step)
-                except TimeoutError:
-                    if not seceded:
-                        secede()
-                        seceded = True
-                    continue
-                self._replies.append(pickle.loads(raw))
-        finally:
-            if seceded:
-                rejoin()
+            raw = self._inbox.get(timeout=step if remaining is None else min(remaining, step))
+        except TimeoutError:
+            if not self._seceded:
+                secede()
+                self._seceded = True
+            return
+        self._replies.append(pickle.loads(raw))
 
 
 def reply_queue(key: str) -> str:

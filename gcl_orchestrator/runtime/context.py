@@ -68,7 +68,11 @@ class ReplyBox:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
-                self._cond.wait(remaining)
+                self._wait(remaining)
+
+    def _wait(self, remaining: float | None) -> None:
+        """Wait, holding `_cond`, until a reply may have come into `_replies` or `remaining` seconds passed."""
+        self._cond.wait(remaining)
 
 
 class _AttemptLog(logging.LoggerAdapter):
