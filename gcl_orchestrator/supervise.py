@@ -6,6 +6,7 @@ that keeps failing is reported as a failed component, which ends the run loudly 
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from typing import Callable
@@ -61,6 +62,17 @@ def start_thread(name: str, loop: Callable[[], None], report: Callable[[object],
     thread = threading.Thread(target=supervised, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def end_process(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
+    """Stop a child process if it still runs (SIGTERM, then SIGKILL after `timeout_s`) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
+from ..supervise import end_process
 from .ports import free_port
 
 
@@ -62,13 +63,7 @@ class DaskCluster:
             proc = self.procs.pop(name, None)
             if proc is None:
                 continue
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            end_process(proc, 15)
             self._stopped(proc.pid)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..sources.seaweedfs import weed_binary
+from ..supervise import end_process
 from .ports import free_port
 
 
@@ -131,11 +131,6 @@ class SeaweedFS:
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, timeout_s)
         # weed leaves its S3 unix socket behind in the temp directory
         Path(tempfile.gettempdir(), f"seaweedfs-s3-{self.s3_port}.sock").unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..interfaces import Emit
 from ..model import ObjectCreated, ObjectRemoved, header_text, is_reserved
+from ..supervise import end_process
 from .looping import LoopingSource
 from .s3_records import load_json
 
@@ -167,7 +168,7 @@ class SeaweedFilerSource(LoopingSource):
                 if created is not None:
                     emit(created)
         finally:  # however this ends (a crash here is restarted by the supervisor), the tail does not outlive it
-            _end(proc)
+            end_process(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
 
@@ -186,15 +187,4 @@ class SeaweedFilerSource(LoopingSource):
         with self._lock:  # after this, _run_once starts no new process
             proc = self._proc
         if proc is not None:
-            _end(proc)
-
-
-def _end(proc: subprocess.Popen) -> None:
-    """Stop the tail process if it still runs (TERM, then KILL after 5 s) and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+            end_process(proc)
