@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from gcl_orchestrator.core import Scheduler
-from gcl_orchestrator.executors import ThreadExecutor
 from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping
 from gcl_orchestrator.gcl.metadata import encode_lineage, read_gcl_fields
 from gcl_orchestrator.journal import load_journal
@@ -21,13 +20,13 @@ from gcl_orchestrator.model import (
     SpecsSubmitted,
     State,
 )
-from gcl_orchestrator.runtime import HandlerRegistry, Orchestrator, RunOptions
 from gcl_orchestrator.runtime.context import HandlerContext
-from gcl_orchestrator.sources import MemoryPushSource, PollingSource
 from gcl_orchestrator.storage import LocalDirectoryStore, MemoryObjectStore
 from gcl_orchestrator.views import lineage_lines
 from gcl_orchestrator.views.lineage import MAX_LISTED
 from gcl_orchestrator.views.status import SHOWN_MISSING, build_status, render_status
+
+from .test_journal import run  # the orchestrator on a store, as the journal's tests run it
 
 HANDLERS = str(Path(__file__).parent.parent / "handlers" / "pipeline.py")
 PARTS = {"pattern": "parts/{i:06d}.json", "count": 100_000}
@@ -94,20 +93,6 @@ def store(request, tmp_path):
     if request.param == "memory":
         return MemoryObjectStore(f"fanin-{uuid.uuid4().hex[:8]}")
     return LocalDirectoryStore(tmp_path / "store")
-
-
-def run(store):
-    push = isinstance(store, MemoryObjectStore)
-    registry = HandlerRegistry.from_sources([HANDLERS])
-    executor = ThreadExecutor(2, registry, store)
-
-    def sources(listing):
-        return [MemoryPushSource(store)] if push else [PollingSource(store, 0.05, initial=listing)]
-
-    orch = Orchestrator(store, executor, registry, make_sources=sources,
-                        options=RunOptions(until_idle=True, quiet_s=0.2, status_interval_s=0.05,
-                                           journal_interval_s=0.05))
-    return orch, orch.run()
 
 
 @pytest.mark.parametrize("form", ["range", "list"])
