@@ -219,8 +219,10 @@ class DaskExecutor(Executor):
         self._futures: dict[tuple[str, int], Any] = {}  # in flight: its Dask future (or _SUBMITTING)
         self._replies: dict[tuple[str, int], Any] = {}  # the reply queues of attempts that were answered
         self._waiting_for: set[str] = set()  # demands already logged as waiting for a worker
-        self._offers_seen: dict[str, dict[str, float]] = {}  # worker address -> the resources it offered
         self._current: tuple[str, ...] = ()  # the workers there now
+        self._offers_now: list[dict[str, float]] = []  # the resources each of them offers
+        # Every distinct offer a worker has made in this run (a cluster that adapts for months repeats a few)
+        self._offers_ever: dict[tuple[tuple[str, float], ...], dict[str, float]] = {}
         self._absent: set[str] = set()  # resources some worker offered and none offers now
         workers = self._workers()
         self._affinity = affinity_types(workers, handler_types)
@@ -295,18 +297,8 @@ class DaskExecutor(Executor):
         assert self._emit is not None, "start() first"
         ident = (task.spec.computation, task.attempt)
         wanted = restrictions(task, self._affinity, self._declared)
-        with self._lock:
-            offers = list(self._offers_seen.values())
-            now = [self._offers_seen[a] for a in self._current]
-        if wanted and not fits_one(wanted, offers):
-            largest = max(offers, key=lambda o: sum(o.get(r, 0.0) >= a for r, a in wanted.items()), default={})
-            self._emit(ComputationFailed(*ident, f"asks for {describe(wanted)} on one worker; no Dask worker seen "
-                                                 f"offers that (closest: {describe(largest)})", permanent=True))
+        if wanted and not self._placeable(task, wanted):
             return
-        if wanted and not fits_one(wanted, now) and describe(wanted) not in self._waiting_for:
-            self._waiting_for.add(describe(wanted))
-            log.info("waiting for a Dask worker with %s: none in the cluster now (%s and others wait for it)",
-                     describe(wanted), task.spec.computation)
         key = task_key(self._namespace, task)
         with self._lock:
             self._futures[ident] = _SUBMITTING  # its outcome may come before submit returns
@@ -321,6 +313,24 @@ class DaskExecutor(Executor):
         with self._lock:
             if ident in self._futures:  # else settled already, by an outcome that came first
                 self._futures[ident] = future
+
+    def _placeable(self, task: Task, wanted: Mapping[str, float]) -> bool:
+        """False (and the attempt failed for good) when no worker of this run ever offered `wanted`; logs, once
+        per demand, one that no worker there now offers."""
+        with self._lock:
+            ever, now = list(self._offers_ever.values()), list(self._offers_now)
+        if not fits_one(wanted, ever):
+            largest = max(ever, key=lambda o: sum(o.get(r, 0.0) >= a for r, a in wanted.items()), default={})
+            assert self._emit is not None
+            self._emit(ComputationFailed(task.spec.computation, task.attempt,
+                                         f"asks for {describe(wanted)} on one worker; no Dask worker seen offers "
+                                         f"that (closest: {describe(largest)})", permanent=True))
+            return False
+        if not fits_one(wanted, now) and describe(wanted) not in self._waiting_for:
+            self._waiting_for.add(describe(wanted))
+            log.info("waiting for a Dask worker with %s: none in the cluster now (%s and others wait for it)",
+                     describe(wanted), task.spec.computation)
+        return True
 
     def cancel(self, computation: str, attempt: int) -> None:
         self._commands.put(("cancel", (computation, attempt)))
@@ -442,10 +452,12 @@ class DaskExecutor(Executor):
         return dict(self._client.scheduler_info(n_workers=-1).get("workers", {}))
 
     def _note_workers(self, workers: Mapping[str, Mapping[str, Any]]) -> None:
+        offers = [{r: float(a) for r, a in (info.get("resources") or {}).items()} for info in workers.values()]
         with self._lock:
-            for address, info in workers.items():
-                self._offers_seen[address] = {r: float(a) for r, a in (info.get("resources") or {}).items()}
+            for offer in offers:
+                self._offers_ever.setdefault(tuple(sorted(offer.items())), offer)
             self._current = tuple(workers)
+            self._offers_now = offers
 
     def _loop(self) -> None:
         last_poll = 0.0
@@ -517,8 +529,8 @@ class DaskExecutor(Executor):
                      describe(workers[address].get("resources") or {}))
         for address in sorted(left):
             log.info("Dask worker left: %s", address)
-        offered = {r for a in workers for r, n in self._offers_seen.get(a, {}).items() if n > 0}
-        ever = {r for offer in self._offers_seen.values() for r, n in offer.items() if n > 0}
+        offered = {r for offer in self._offers_now for r, n in offer.items() if n > 0}
+        ever = {r for offer in self._offers_ever.values() for r, n in offer.items() if n > 0}
         for resource in sorted((ever - offered) - self._absent):
             log.info("no Dask worker offers %s now (one did): work that asks for it waits until one joins", resource)
         self._absent = ever - offered
