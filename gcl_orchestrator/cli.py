@@ -11,6 +11,7 @@ from . import __version__, commands
 from .config import EVENT_CHOICES, DevSettings, RunSettings
 from .errors import ConfigError, ExecutorUnavailable, GclError, HandlerLoadError, RulesError, SpecError, StorageError
 from .model import State
+from .service.client import ApiUnreachable
 from .views import DEFAULT_LIMIT
 
 EPILOG = """examples:
@@ -22,14 +23,20 @@ EPILOG = """examples:
   gclo graph --store ./bucket --format dot | dot -Tsvg > graph.svg
   gclo lineage reports/sales.md --store ./bucket     # what a result was computed from, and is it current
   gclo rerun profile:sales --downstream --store ./bucket
+  gclo run --store ./bucket --handlers h.py --api 127.0.0.1:8765      # with the HTTP API and live page
+  gclo submit step.yaml --api 127.0.0.1:8765     # answers with each computation's state (or --store ./bucket)
+  gclo cancel train:big --api 127.0.0.1:8765
   gclo validate pipeline.yaml
 
 exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate), a part
 of the lineage is not current (lineage), no status yet (status, graph);
-2 bad arguments, handlers or rules; 3 the store cannot be used, or the executor cannot go on; 130 interrupted;
+submit and cancel refused (invalid GCL, a conflict, nothing to cancel);
+2 bad arguments, handlers or rules; 3 the store cannot be used, the executor cannot go on, or no API answers
+(submit, cancel); 130 interrupted;
 141 the output pipe was closed (gclo status | head).
 
-environment: AWS_* as for any boto3 client; GCLO_AUDIT_LOG=FILE appends one JSON line per attempt start and
+environment: AWS_* as for any boto3 client; GCLO_API_TOKEN, the API's token (run: the one it requires;
+submit, cancel: the one they send); GCLO_API_URL, the API submit and cancel talk to; GCLO_AUDIT_LOG=FILE appends one JSON line per attempt start and
 output commit, from every worker process (who wrote which key, in which attempt)."""
 
 
@@ -63,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="where handlers run: worker processes (the default), threads of this process, the workers "
                             "of a Dask scheduler (tls:// too), or a Dask cluster of N local worker processes started "
                             "for the run (README, \"Scaling out\")")
+        p.add_argument("--api", metavar="HOST:PORT",
+                       help="serve the HTTP API and the live page here, e.g. 127.0.0.1:8765 (README, \"The HTTP "
+                            "API and the live page\"); every request needs the token: GCLO_API_TOKEN, or one "
+                            "generated and printed at start")
 
     r = sub.add_parser("run", help="run the orchestrator on a store",
                        description="Watch a store, grow the graph from the GCL objects carry, and run handlers.")
@@ -157,6 +168,28 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--downstream", action="store_true", help="also run again everything that follows from it")
     add_store(rr)
 
+    def add_api_target(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--api", metavar="HOST:PORT", help="the HTTP API of a running orchestrator (default: "
+                       "GCLO_API_URL)")
+        p.add_argument("--token", help="its token (default: GCLO_API_TOKEN)")
+        p.add_argument("--store", help="without an API: " + store_help)
+        p.add_argument("--endpoint-url", metavar="URL", help=endpoint_help)
+
+    sb = sub.add_parser("submit", help="hand a GCL document to a running orchestrator",
+                        description="Through the orchestrator's HTTP API (--api): the answer gives each "
+                        "computation's state, or every problem and nothing registered. Without an API (--store): "
+                        "the document is checked here and kept under submitted/ in the store, where the "
+                        "orchestrator picks it up. Either way it is kept in the store and survives restarts.")
+    sb.add_argument("file", metavar="FILE", help="a GCL file (YAML or JSON; - for standard input)")
+    add_api_target(sb)
+
+    ca = sub.add_parser("cancel", help="stop a computation (a running attempt too); its dependents fail",
+                        description="The computation fails as cancelled and what depends on it is "
+                        "upstream-failed; gclo rerun brings it back. Through the HTTP API (--api) the answer "
+                        "is immediate; with --store a request is left for the orchestrator running on it.")
+    ca.add_argument("target", metavar="NAME_OR_KEY", help="a computation's name, or a key (its producer)")
+    add_api_target(ca)
+
     v = sub.add_parser("validate", help="check GCL files; print every problem")
     v.add_argument("files", nargs="+", metavar="FILE", help="GCL files (YAML or JSON; - for standard input)")
     return p
@@ -209,12 +242,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 webhook_host=args.webhook_host, webhook_port=args.webhook_port, resources=args.resources,
                 pools=args.pools, ageing_per_s=args.ageing, deadlock_grace_s=_grace(args.deadlock_grace),
                 max_emit=args.max_emit, fsync=args.fsync, check_create=not args.skip_create_check,
-                rebuild=args.rebuild))
+                rebuild=args.rebuild, api=args.api))
         if args.command == "dev":
             return commands.dev(DevSettings(
                 handlers=args.handlers, rules=args.rules, bucket=args.bucket, data_dir=args.data_dir,
                 s3_port=args.s3_port, workers=args.workers, until_idle=args.until_idle, quiet_s=args.quiet_s,
-                executor=args.executor,
+                executor=args.executor, api=args.api,
                 puts=[tuple(p) for p in args.put], show=args.show))
         if args.command == "setup-events":
             return commands.setup_events(args.store, args.queue, args.endpoint_url)
@@ -226,6 +259,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return commands.lineage(args.store, args.key, endpoint_url=args.endpoint_url)
         if args.command == "rerun":
             return commands.rerun(args.store, args.target, args.downstream, endpoint_url=args.endpoint_url)
+        if args.command == "submit":
+            return commands.submit(args.file, args.api, args.token, args.store, endpoint_url=args.endpoint_url)
+        if args.command == "cancel":
+            return commands.cancel(args.target, args.api, args.token, args.store, endpoint_url=args.endpoint_url)
         if args.command == "graph":
             if args.limit < 0:
                 raise ConfigError("--limit must be 0 (all) or more")
@@ -241,7 +278,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except StorageError as exc:
         print(f"gclo {args.command}: store error: {exc}", file=sys.stderr)
         return commands.EXIT_STORE
-    except ExecutorUnavailable as exc:
+    except (ExecutorUnavailable, ApiUnreachable) as exc:
         print(f"gclo {args.command}: {exc}", file=sys.stderr)
         return commands.EXIT_STORE
     except GclError as exc:

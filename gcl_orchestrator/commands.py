@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,17 +19,35 @@ from .devservers import SeaweedFS
 from .errors import ConfigError, ObjectNotFound, SpecError, StorageError
 from .model import check_key
 from .runtime import tune_garbage_collection
-from .sources.requests import request_rerun
+from .service import TOKEN_ENV, ApiServer, ChangeFeed, parse_address
+from .service.client import URL_ENV, ApiClient
+from .sources.requests import request_cancel, request_rerun, submission_key, write_submission
 from .views import lineage_lines, read_status, render_graph, render_status, select
 from .gcl import encode_gcl, load_gcl
 from .storage import S3ObjectStore, open_store
 
+log = logging.getLogger("gclo")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 0, 1, 2, 3, 130, 141
 
 
 def run(settings: RunSettings) -> int:
     tune_garbage_collection()
-    orchestrator = build_orchestrator(settings)
+    if settings.api is not None:
+        parse_address(settings.api)  # a bad address is refused before anything starts
+    feed = ChangeFeed() if settings.api is not None else None
+    orchestrator = build_orchestrator(settings, watcher=feed.watch if feed is not None else None)
+    server = None
+    if feed is not None:
+        try:
+            server = ApiServer(orchestrator, orchestrator.store, feed, settings.api)  # type: ignore[arg-type]
+        except BaseException:
+            orchestrator.executor.stop(0)
+            raise
+        server.start()
+        token = (f"token {server.token} (set {TOKEN_ENV} to choose it)" if server.generated
+                 else f"token from {TOKEN_ENV}")
+        log.warning("API at %s, %s; the live page: %s/?token=%s", server.url, token, server.url,
+                    server.token if server.generated else "$" + TOKEN_ENV)
 
     def stop(signum: int, _frame: object) -> None:
         orchestrator.request_stop()
@@ -39,6 +58,8 @@ def run(settings: RunSettings) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if server is not None:
+            server.stop()
 
 
 def validate(files: Sequence[str], out: TextIO = sys.stdout) -> int:
@@ -159,6 +180,69 @@ def rerun(store_uri: str, target: str, downstream: bool, out: TextIO = sys.stdou
     return EXIT_OK
 
 
+def submit(file: str, api_url: str | None, token: str | None, store_uri: str | None,
+           out: TextIO = sys.stdout, endpoint_url: str | None = None) -> int:
+    """Hand a GCL document to the orchestrator: through its HTTP API when one is named (the answer says each
+    computation's state, or every problem), else into the store (`submitted/`), where it is picked up."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
+    client = ApiClient.from_options(api_url, token)
+    if client is None and store_uri is None:
+        raise ConfigError(f"say where: --api HOST:PORT (or {URL_ENV}) for a running orchestrator's API, or "
+                          "--store for its store")
+    if client is not None:
+        code, doc = client.request("POST", "/v1/specs", text.encode("utf-8"))
+        if code == 202:
+            print(f"submitted {len(doc['computations'])} computation(s) through the API at {client.url} "
+                  f"(kept at {doc['source']}):", file=out)
+            for item in doc["computations"]:
+                print(f"  {item['computation']}: {item['state']}" + (f" ({item['reason']})" if "reason" in item
+                                                                      else ""), file=out)
+            return EXIT_OK
+        print(f"{file}: {doc.get('error', f'HTTP {code}') if isinstance(doc, dict) else f'HTTP {code}'}", file=out)
+        for problem in (doc.get("problems", []) if isinstance(doc, dict) else []):
+            print(f"{file}: {problem}", file=out)
+        return EXIT_USAGE if code in (401, 413) else EXIT_FAILED
+    try:
+        specs = load_gcl(text, source=file)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"{file}: {problem}", file=out)
+        return EXIT_FAILED
+    store = open_store(store_uri, create=False, endpoint_url=endpoint_url)  # type: ignore[arg-type]
+    key = submission_key()
+    write_submission(store, key, text, specs)
+    print(f"submitted {len(specs)} computation(s) into the store {store.describe()} at {key}: the orchestrator "
+          "running on it takes them up (no API was named, so their states are not known yet; gclo status shows "
+          "them)", file=out)
+    return EXIT_OK
+
+
+def cancel(target: str, api_url: str | None, token: str | None, store_uri: str | None, out: TextIO = sys.stdout,
+           endpoint_url: str | None = None) -> int:
+    """Stop a computation: through the HTTP API when one is named (the answer is immediate), else by a
+    request left in the store for the orchestrator running on it."""
+    client = ApiClient.from_options(api_url, token)
+    if client is None and store_uri is None:
+        raise ConfigError(f"say where: --api HOST:PORT (or {URL_ENV}) for a running orchestrator's API, or "
+                          "--store for its store")
+    if client is not None:
+        code, doc = client.request("POST", client.computation_path(target, "cancel"))
+        if code == 200:
+            print(f"cancelled {doc['computation']} (it was {doc['was']}) through the API at {client.url}",
+                  file=out)
+            return EXIT_OK
+        print(f"gclo cancel: {doc.get('error') if isinstance(doc, dict) else f'HTTP {code}'}", file=sys.stderr)
+        return EXIT_USAGE if code == 401 else EXIT_FAILED
+    store = open_store(store_uri, create=False, endpoint_url=endpoint_url)  # type: ignore[arg-type]
+    key = request_cancel(store, target, f"gclo cancel on {socket.gethostname()}")
+    print(f"asked the orchestrator on {store.describe()} to cancel {target} (request {key}); it fails as "
+          "cancelled when the orchestrator reads the request (gclo status shows it)", file=out)
+    return EXIT_OK
+
+
 def setup_events(store_uri: str, queue: str, endpoint_url: str | None = None, out: TextIO = sys.stdout) -> int:
     """Create the SQS queue and the bucket notification that feeds it (safe to run again)."""
     import boto3
@@ -213,7 +297,8 @@ def dev(settings: DevSettings, out: TextIO = sys.stdout) -> int:
         out.flush()
         code = run(RunSettings(store=store_uri, handlers=sources, workers=settings.workers,
                                until_idle=settings.until_idle, rules=settings.rules, events="seaweedfs",
-                               filer=server.filer, quiet_s=settings.quiet_s, executor=settings.executor))
+                               filer=server.filer, quiet_s=settings.quiet_s, executor=settings.executor,
+                               api=settings.api))
         if settings.until_idle:
             doc = read_status(store)
             if doc is not None:

@@ -16,6 +16,7 @@ from .core import SchedulerConfig
 from .model import FrozenDict, PoolSpec
 from .executors import ProcessExecutor, ThreadExecutor
 from .runtime import HandlerRegistry, Orchestrator, RunOptions
+from .runtime.orchestrator import Watcher
 from .sources import (
     LocalWatchSource,
     MemoryPushSource,
@@ -63,6 +64,7 @@ class RunSettings:
     fsync: bool = False  # local store: every commit durable before it counts
     check_create: bool = True  # probe create-if-absent at start
     rebuild: bool = False  # read every object at start, not the journal
+    api: str | None = None  # HOST:PORT of the HTTP API (none by default)
     options: RunOptions = field(default_factory=RunOptions)
 
 
@@ -81,6 +83,7 @@ class DevSettings:
     puts: Sequence[tuple[str, str]] = ()
     show: Sequence[str] = ()
     executor: str = "process"
+    api: str | None = None
 
 
 def parse_resources(text: str | None, what: str = "--resources") -> dict[str, float]:
@@ -241,8 +244,9 @@ def make_sources_factory(store: ObjectStore, settings: RunSettings):
     return make
 
 
-def build_orchestrator(settings: RunSettings) -> Orchestrator:
-    """Everything `gclo run` needs, checked before anything starts: handlers load, rules parse, store opens."""
+def build_orchestrator(settings: RunSettings, watcher: Watcher | None = None) -> Orchestrator:
+    """Everything `gclo run` needs, checked before anything starts: handlers load, rules parse, store opens.
+    `watcher` hears every state change (the HTTP API's feed)."""
     if settings.workers is not None and settings.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {settings.workers}")
     if settings.quiet_s < 0 or settings.poll_interval_s <= 0:
@@ -284,7 +288,7 @@ def build_orchestrator(settings: RunSettings) -> Orchestrator:
         scheduling = dataclasses.replace(scheduling, pools=executor.pools)  # type: ignore[attr-defined]
     try:
         return Orchestrator(store, executor, registry, make_sources=make_sources, rules=rules, options=options,
-                            scheduling=scheduling)
+                            scheduling=scheduling, watcher=watcher)
     except BaseException:
         if on_dask:
             executor.stop(0)

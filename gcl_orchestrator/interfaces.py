@@ -150,6 +150,11 @@ class ObjectStore(abc.ABC):
         """How many requests this store object has sent to its server so far; None where nothing is counted."""
         return None
 
+    def calls_by_kind(self) -> Mapping[str, int]:
+        """Calls made through this store object so far, by operation (get, head, put, create, replace, list,
+        delete), for metrics; empty where nothing is counted. Retries of one call count once."""
+        return {}
+
 
 Emit = Callable[[object], None]
 

@@ -405,6 +405,17 @@ class RerunRequested:
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class CancelRequested:
+    """Someone asked (`gclo cancel`, the HTTP API) that `computation` stop: a running attempt is cancelled, and
+    the computation fails as cancelled, its dependents upstream-failed. `source` says who. A computation that has
+    settled already is left as it is (an output that exists stays the fact). `ack`: as for RerunRequested."""
+
+    computation: str
+    source: str = ""
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+
 class AttemptsRestored(NamedTuple):
     """At a restart, what the journal kept of a computation's attempts before it: how many were made (all
     variants), which alternative it had reached and how many attempts that one made, how many lost their worker,
@@ -417,6 +428,7 @@ class AttemptsRestored(NamedTuple):
     lost_attempts: int = 0
     errors: tuple[str, ...] = ()
     retry_at: float | None = None
+    cancelled: bool = False  # it was cancelled: it stays failed, with its last error
 
 
 class CapacityChanged(NamedTuple):
@@ -440,7 +452,7 @@ class SpecsSubmitted:
     request: tuple[str, int, int] | None = None
 
 
-CoreEvent = (ObjectAvailable | ObjectRemoved | SpecsSubmitted | RerunRequested | ComputationSucceeded
+CoreEvent = (ObjectAvailable | ObjectRemoved | SpecsSubmitted | RerunRequested | CancelRequested | ComputationSucceeded
              | ComputationFailed | ComputationBlocked | ComputationResumed)
 
 

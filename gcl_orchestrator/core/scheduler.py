@@ -44,6 +44,7 @@ from ..model import (
     Stale,
     RerunRequested,
     AttemptsRestored,
+    CancelRequested,
     CapacityChanged,
     RetryPolicy,
     Settle,
@@ -68,13 +69,13 @@ NEW = None  # the "state" of a computation before it is registered
 # goes back to waiting or ready when it is stale (an input has a new version, its output was deleted, a rerun was
 # asked for); a failed one too, when an input has a new version. A computation that no object declares any more
 # is retired, from any state. At a restart a ready computation whose next attempt the journal says is not due yet
-# waits out its retry delay.
+# waits out its retry delay. A cancel fails a computation that has not settled, from any state.
 TRANSITIONS: frozenset[tuple[State | None, State]] = frozenset({
     (NEW, WAITING), (NEW, READY), (NEW, DONE), (NEW, FAILED), (NEW, UPSTREAM_FAILED),
     (WAITING, READY), (WAITING, DONE), (WAITING, FAILED), (WAITING, UPSTREAM_FAILED),
-    (READY, RUNNING), (READY, DONE), (READY, WAITING), (READY, RETRYING),
+    (READY, RUNNING), (READY, DONE), (READY, WAITING), (READY, RETRYING), (READY, FAILED),
     (RUNNING, DONE), (RUNNING, RETRYING), (RUNNING, READY), (RUNNING, WAITING), (RUNNING, FAILED),
-    (RETRYING, READY), (RETRYING, WAITING), (RETRYING, DONE),
+    (RETRYING, READY), (RETRYING, WAITING), (RETRYING, DONE), (RETRYING, FAILED),
     (DONE, WAITING), (DONE, READY),
     (FAILED, DONE), (FAILED, WAITING), (FAILED, READY),
     (UPSTREAM_FAILED, WAITING), (UPSTREAM_FAILED, READY), (UPSTREAM_FAILED, DONE), (UPSTREAM_FAILED, FAILED),
@@ -125,7 +126,7 @@ class ComputationRecord:
                  "lost_attempts", "pool", "running_attempt", "lent", "blocked_on", "wait_id", "blocked_at",
                  "awaited", "last_error", "errors", "note", "produced_by", "registered_at",
                  "ready_at", "started_at", "finished_at", "retry_at", "subscribers", "stalled", "run_seq",
-                 "run_started_at", "stale", "forced", "from_deleted", "held_inputs")
+                 "run_started_at", "stale", "forced", "from_deleted", "held_inputs", "cancelled")
 
     def __init__(self, spec: ComputationSpec, source: str, registered_at: float, subscribers: tuple[str, ...]):
         self.spec = spec
@@ -164,6 +165,7 @@ class ComputationRecord:
         # How many of its inputs are held for a new run (in Scheduler._pending): counted as keys are held and
         # released, so that a join over a hundred thousand parts knows in one step whether it still reads one.
         self.held_inputs = 0
+        self.cancelled = False  # failed because someone cancelled it (until it runs again)
 
     @property
     def name(self) -> str:
@@ -253,6 +255,9 @@ class Scheduler:
         self._deadlocks: list[Deadlock] = []
         self._last_activity = 0.0
         self._paused = False
+        # When a list: every state change, as (computation, new state, time), appended in order, for the runtime
+        # to take (an event stream of the HTTP API). None: not recorded, at no cost.
+        self.changes: list[tuple[str, State, float]] | None = None
 
     def pause(self) -> None:
         """Dispatch nothing more (the executor is stopping); everything else goes on, ready work stays ready."""
@@ -310,6 +315,8 @@ class Scheduler:
                 self._on_removed(ev.key, now, out)  # type: ignore[attr-defined]
             elif kind is RerunRequested:
                 self._on_rerun(ev, now, out)  # type: ignore[arg-type]
+            elif kind is CancelRequested:
+                self._on_cancel(ev, now, out)  # type: ignore[arg-type]
             elif kind is AttemptsRestored:
                 restored.append(ev)  # once the specs of this batch are registered
             elif kind is CapacityChanged:
@@ -532,10 +539,14 @@ class Scheduler:
             self._unwait(rec)
         elif old is RETRYING:
             rec.retry_at = None  # its timer is void now (timers are checked when they fire)
+        elif old is FAILED:
+            rec.cancelled = False  # it runs again, or its output came after all
         if old is not NEW:
             self._counts[old] -= 1
         self._counts[new] += 1
         rec.state = new
+        if self.changes is not None:
+            self.changes.append((rec.spec.computation, new, now))
         if new is READY:
             self._enter_ready(rec, now)
         elif new is DONE:
@@ -931,6 +942,10 @@ class Scheduler:
         rec.last_error = ev.errors[-1] if ev.errors else None
         rec.run_started_at = 1
         rec.note = f"{ev.attempts} attempt(s) before the restart"
+        if ev.cancelled:
+            self._transition(rec, FAILED, now, out, rec.last_error or "cancelled")
+            rec.cancelled = True
+            return
         due = ev.retry_at if ev.retry_at is not None and ev.retry_at > now else now
         if rec.state is READY and due > now:
             rec.retry_at = due
@@ -965,6 +980,24 @@ class Scheduler:
         for consumer in targets[1:]:
             if consumer.state is FAILED or consumer.state is UPSTREAM_FAILED:
                 self._rerun(consumer, why, now, out)
+
+    def _on_cancel(self, ev: CancelRequested, now: float, out: list[Instruction]) -> None:
+        rec = self._records.get(ev.computation)
+        if rec is None or rec.state is RETIRED:
+            self._reject(ev.source or "cancel", ev.computation, f"no computation {ev.computation!r} to cancel",
+                         now, out)
+            return
+        if rec.state in FINAL:
+            return  # settled already: a cancel that comes after the end changes nothing
+        error = f"cancelled ({ev.source})" if ev.source else "cancelled"
+        if rec.state is RUNNING:
+            assert rec.running_attempt is not None
+            out.append(Cancel(rec.name, rec.running_attempt, error))
+            self._end_attempt(rec)
+            rec.stale = False
+        rec.errors += (f"attempt {rec.attempts} ({rec.label}): {error}",) if rec.attempts else (error,)
+        self._transition(rec, FAILED, now, out, error)
+        rec.cancelled = True
 
     def _failed_input(self, rec: ComputationRecord) -> str | None:
         """Why `rec` can never run because an input of it will not be produced, or None."""
@@ -1399,6 +1432,32 @@ class Scheduler:
 
     # --- queries (cheap; none scans the graph unless its name says so) ------------------------------------------
 
+    def refusals(self, source: str, specs: Iterable[ComputationSpec]) -> list[tuple[str, str]]:
+        """What registering `specs` from `source` now would refuse, as (computation, reason), without
+        registering anything: a name declared differently by another source, an output another computation
+        produces, a cycle through the graph. (A cycle among the specs themselves is the loader's to find.)"""
+        refused = []
+        for spec in specs:
+            name = spec.computation
+            existing = self._records.get(name)
+            if existing is not None and existing.state is not RETIRED:
+                if existing.spec == spec:
+                    continue
+                if existing.source != source:
+                    refused.append((name, f"computation {name!r} is already declared differently "
+                                          f"(by {existing.source!r}); names must be unique"))
+                    continue
+            other = self._producer.get(spec.output)
+            if other is not None and other.state is not RETIRED and other is not existing:
+                refused.append((name, f"output {spec.output!r} is already produced by computation "
+                                      f"{other.name!r}"))
+                continue
+            if spec.output in self._consumers:
+                cycle = self._find_cycle(spec)
+                if cycle is not None:
+                    refused.append((name, str(CycleError(name, cycle))))
+        return refused
+
     def record(self, computation: str) -> ComputationRecord | None:
         return self._records.get(computation)
 
@@ -1492,6 +1551,7 @@ class Scheduler:
             check(self._producer.get(rec.spec.output) is rec or rec.state is RETIRED,
                   f"{name!r} is not the producer of its output")
             check(0 < rec.run_started_at <= rec.attempts + 1, f"{name!r}: its run starts at an attempt not made")
+            check(not rec.cancelled or rec.state is FAILED, f"{name!r} is marked cancelled but is {rec.state}")
             check(rec.current == variant(rec.spec, rec.alternative), f"{name!r}: current spec is not its variant")
             for key in rec.spec.inputs:
                 check(any(c is rec for c in self._consumers.get(key, ())), f"{name!r} not a consumer of {key!r}")

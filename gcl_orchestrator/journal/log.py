@@ -8,8 +8,8 @@ Shape, for this writer and for a second reader (a standby orchestrator, `gclo st
   `{"journal": 1, "seq": SEQ, "writer": ..., "at": ...}`, then records, `{"k": KEY, "e": ETAG, "d": DIGEST,
   "m": METADATA}` (the object as seen), `{"k": KEY, "t": 1}` (the completion of the computation that wrote it,
   in that version, was told: a restart does not tell it again), `{"k": KEY, "x": 1}` (it is gone),
-  `{"c": COMPUTATION, "a": [ATTEMPTS, ALTERNATIVE, VARIANT_ATTEMPTS, LOST, ERRORS, RETRY_AT]}` (its attempts so
-  far, after one failed) or `{"c": COMPUTATION, "x": 1}` (it is done: its attempts no longer matter). Segments are written
+  `{"c": COMPUTATION, "a": [ATTEMPTS, ALTERNATIVE, VARIANT_ATTEMPTS, LOST, ERRORS, RETRY_AT(, 1)]}` (its
+  attempts so far, after one failed; a seventh item, 1, when it was cancelled) or `{"c": COMPUTATION, "x": 1}` (it is done: its attempts no longer matter). Segments are written
   create-if-absent, so two writers can never both write segment SEQ: the second learns that another orchestrator
   writes this journal (JournalConflict) instead of interleaving with it.
 - `.gclo/journal/snap/SEQ.json.gz`: a snapshot, every object known once segments up to SEQ are applied
@@ -221,11 +221,14 @@ class Journal:
             self._buffer.append({"k": key, "t": 1})
 
     def attempts(self, computation: str, attempts: int, alternative: int, variant_attempts: int, lost: int,
-                 errors: tuple[str, ...], retry_at: float | None) -> None:
-        """`computation` made `attempts` attempts so far and the last one failed (the last few errors kept)."""
+                 errors: tuple[str, ...], retry_at: float | None, cancelled: bool = False) -> None:
+        """`computation` made `attempts` attempts so far and the last one failed (the last few errors kept), or
+        it was cancelled (a seventh item, 1; a reader of the six-item form sees no cancel)."""
+        kept = [attempts, alternative, variant_attempts, lost, [e[:500] for e in errors[-3:]], retry_at]
+        if cancelled:
+            kept.append(1)
         with self._lock:
-            self._buffer.append({"c": computation, "a": [attempts, alternative, variant_attempts, lost,
-                                                         [e[:500] for e in errors[-3:]], retry_at]})
+            self._buffer.append({"c": computation, "a": kept})
 
     def attempts_done(self, computation: str) -> None:
         """`computation` is done: what the journal kept of its attempts is dropped."""

@@ -12,7 +12,7 @@ import queue
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -24,6 +24,7 @@ from ..model import (
     AttemptsRestored,
     CapacityChanged,
     Cancel,
+    CancelRequested,
     Completion,
     ComponentFailed,
     ComputationBlocked,
@@ -111,6 +112,10 @@ class EventQueue:
 
     def empty(self) -> bool:
         return self._q.empty()
+
+    def size(self) -> int:
+        """Events waiting (approximate, as the queue's own count is)."""
+        return self._q.qsize()
 
 
 @dataclass
@@ -280,6 +285,18 @@ class _Seen(NamedTuple):
         return metadata_get(self.metadata, META_RUN) if self.metadata is not None else None
 
 
+class LoopCall(NamedTuple):
+    """`fn` to be called on the loop's thread, between two batches, its result (or exception) set on `future`:
+    how another thread (the HTTP API) reads the graph or hands the core an event and hears what came of it,
+    without a lock on the core."""
+
+    fn: Callable[[], Any]
+    future: Future
+
+
+Watcher = Callable[[list[tuple[str, State, float]], Scheduler], None]
+
+
 class Orchestrator:
     """One run over one store. `make_sources(listing)` builds the event sources once the initial listing
     (key -> etag) is known, so a polling source does not report the whole store again."""
@@ -287,7 +304,7 @@ class Orchestrator:
     def __init__(self, store: ObjectStore, executor: Executor, registry: HandlerRegistry, *,
                  make_sources: SourceFactory, rules: RuleSet | None = None,
                  options: RunOptions | None = None, scheduling: SchedulerConfig | None = None,
-                 publish_completions: bool = True):
+                 publish_completions: bool = True, watcher: Watcher | None = None):
         self.store = store
         self.executor = executor
         self.handler_types = registry
@@ -296,8 +313,14 @@ class Orchestrator:
         self.options = options or RunOptions()
         scheduling = scheduling or SchedulerConfig(pools=(PoolSpec("general", executor.capacity),))
         self.core = Scheduler(config=dataclasses.replace(scheduling, prefetch=executor.prefetch))
+        # Told every state change, on the loop thread, once per batch (the HTTP API's event stream); the core
+        # records them only when someone watches.
+        self._watcher = watcher
+        if watcher is not None:
+            self.core.changes = []
         self.queue = EventQueue()
         self._incidents: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
+        self.incident_total = 0
         self._refused_keys: set[str] = set()
         self._sources: list[EventSource] = []
         self._stop_requested = False
@@ -331,6 +354,27 @@ class Orchestrator:
         """Thread- and signal-safe: the loop stops at its next turn."""
         self._stop_requested = True
         self.queue.put(_STOP)
+
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Thread-safe: run `fn` on the loop's thread at its next turn (it may read the core, or feed it events
+        with `feed`); the future holds its result. Keep `fn` short: the loop does nothing else meanwhile. A call
+        made once the loop has stopped is never run: wait on the future with a time-out."""
+        future: Future = Future()
+        self.queue.put(LoopCall(fn, future))
+        return future
+
+    def feed(self, events: list[Any]) -> None:
+        """From a `call` only (the loop's thread): hand these core events to the core now."""
+        self._feed(events)
+
+    @property
+    def incidents(self) -> list[dict[str, Any]]:
+        return list(self._incidents)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The orchestrator's pid, host, store, state and start time (as the status document has them)."""
+        return dict(self._info)
 
     def run(self) -> RunResult:
         opts = self.options
@@ -423,6 +467,7 @@ class Orchestrator:
         objects: list[_Seen] = []
         acks: list[Callable[[], None]] = []
         batch: list[Any] = []
+        calls: list[LoopCall] = []
         created = [ev for ev in events if type(ev) is ObjectCreated]
         for ev, resolved in zip(created, self._resolve_all(created)):
             if resolved is _TRY_AGAIN:
@@ -464,6 +509,13 @@ class Orchestrator:
                 batch.append(self._rerun_target(ev))
                 if ev.ack is not None:
                     acks.append(ev.ack)
+            elif kind is CancelRequested:
+                log.warning("cancel  %s requested (%s)", ev.computation, ev.source or "gclo cancel")
+                batch.append(ev)
+                if ev.ack is not None:
+                    acks.append(ev.ack)
+            elif kind is LoopCall:
+                calls.append(ev)
             elif kind is IncidentReported:
                 self._incident(ev.key, f"{ev.where}: {ev.message}")
             elif kind is ComponentFailed:
@@ -473,6 +525,12 @@ class Orchestrator:
         batch.extend(after)
         if batch:
             self._feed(batch)
+        for call in calls:  # after the batch: a caller sees what the events before its call did
+            if call.future.set_running_or_notify_cancel():
+                try:
+                    call.future.set_result(call.fn())
+                except Exception as exc:  # the caller's to report
+                    call.future.set_exception(exc)
         for ack in acks:
             try:
                 ack()
@@ -699,6 +757,13 @@ class Orchestrator:
                     log.warning("DEADLOCK (%s): %s; %s", ins.kind, ins.explanation, resolution)
             if tasks:
                 self.executor.submit_all(tasks)
+        changes = self.core.changes
+        if changes and self._watcher is not None:
+            self.core.changes = []
+            try:
+                self._watcher(changes, self.core)
+            except Exception:  # a watcher's bug must not stop the graph
+                log.exception("the state-change watcher failed; its changes are dropped")
         self._dirty = True
 
     def _read_gcl(self, key: str) -> list[ObjectAvailable]:
@@ -730,6 +795,8 @@ class Orchestrator:
             log.debug("done    %s: %s", ins.computation, ins.detail)
         elif ins.detail:
             log.info("done    %s: %s", ins.computation, ins.detail)
+        if rec is not None and rec.cancelled:
+            self._journal_attempts(rec.name)  # a restart keeps it cancelled
         if rec is not None:
             completion = Completion(rec.name, rec.state, rec.spec.output, rec.attempts,
                                     rec.last_error if rec.state is not State.DONE else None, rec.produced_by)
@@ -805,10 +872,11 @@ class Orchestrator:
         restored = []
         for name, kept in self._restored.items():
             try:
-                attempts, alternative, variant_attempts, lost, errors, retry_at = kept
+                attempts, alternative, variant_attempts, lost, errors, retry_at = kept[:6]
                 restored.append(AttemptsRestored(name, int(attempts), int(alternative), int(variant_attempts),
                                                  int(lost), tuple(str(e) for e in errors),
-                                                 None if retry_at is None else float(retry_at)))
+                                                 None if retry_at is None else float(retry_at),
+                                                 cancelled=len(kept) > 6 and kept[6] == 1))
             except (TypeError, ValueError):
                 log.warning("journal: the attempts kept for %s cannot be read; it starts afresh", name[:200])
         self._attempted.update(self._restored)
@@ -821,7 +889,7 @@ class Orchestrator:
             return
         self._attempted.add(computation)
         self.journal.attempts(computation, rec.attempts, rec.alternative, rec.variant_attempts, rec.lost_attempts,
-                              rec.errors, rec.retry_at)
+                              rec.errors, rec.retry_at, rec.cancelled)
 
     def _reconcile_journal(self, listing: Mapping[str, str | None]) -> None:
         """What the journal knows of objects no longer in the store is recorded as gone; outputs still in the
@@ -877,6 +945,7 @@ class Orchestrator:
     def _incident(self, key: str | None, message: str) -> None:
         log.warning("%s: %s", key or "orchestrator", message)
         self._incidents.append({"at": time.time(), "key": key, "message": message})
+        self.incident_total += 1
         self._dirty = True
 
     def _save_status(self, background: bool = False) -> float:

@@ -1,27 +1,55 @@
-"""Requests to the running orchestrator that arrive through the store: `gclo rerun` writes one object per request
-under `.gclo/requests/`, from any process or machine; this source lists them every few seconds and emits each as
+"""Requests to the running orchestrator that arrive through the store: `gclo rerun` and `gclo cancel` (where no
+HTTP API answers) write one object per request under `.gclo/requests/`, from any process or machine; this source lists them every few seconds and emits each as
 an event into the one queue, which deletes it once the runtime has handed it to the core (a request left when the
-orchestrator stopped is taken up by the next run). A request that cannot be read is reported and deleted."""
+orchestrator stopped is taken up by the next run). A request that cannot be read is reported and deleted.
+
+Submitted GCL (`gclo submit` where no HTTP API answers, and every submission the API accepts) is kept as an
+object of its own under `submitted/`, its body the document and its metadata the GCL, so that the graph holds
+it after a restart as it holds any object's GCL; the event sources pick it up like any other object."""
 from __future__ import annotations
 
 import json
 import logging
 import uuid
 import time
+from typing import Sequence
 
 from ..errors import GclError, ObjectNotFound
+from ..gcl import encode_gcl
 from ..interfaces import Emit, ObjectStore
-from ..model import RESERVED_PREFIX, RerunRequested
+from ..model import RESERVED_PREFIX, CancelRequested, ComputationSpec, RerunRequested
 from .looping import LoopingSource
 
 log = logging.getLogger("gclo.sources")
 REQUESTS_PREFIX = RESERVED_PREFIX + "requests/"
+SUBMISSIONS_PREFIX = "submitted/"
+
+
+def submission_key() -> str:
+    """A new key under `submitted/`: the time of the submission (UTC) and a random suffix."""
+    return f"{SUBMISSIONS_PREFIX}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}.gcl"
+
+
+def write_submission(store: ObjectStore, key: str, text: str, specs: Sequence[ComputationSpec]) -> None:
+    """Keep submitted GCL at `key`: the document as its body, the specs as its GCL (a sidecar when large)."""
+    encoded = encode_gcl(specs)
+    encoded.write_sidecar(store)
+    store.put(key, text.encode("utf-8"), encoded.metadata)
 
 
 def request_rerun(store: ObjectStore, target: str, downstream: bool, by: str) -> str:
     """Leave a rerun request for whichever orchestrator runs on `store`; returns its key."""
+    return _leave(store, {"rerun": target, "downstream": downstream, "by": by})
+
+
+def request_cancel(store: ObjectStore, target: str, by: str) -> str:
+    """Leave a cancel request for whichever orchestrator runs on `store`; returns its key."""
+    return _leave(store, {"cancel": target, "by": by})
+
+
+def _leave(store: ObjectStore, request: dict) -> str:
     key = f"{REQUESTS_PREFIX}{int(time.time() * 1e6):017d}-{uuid.uuid4().hex[:8]}.json"
-    store.put(key, json.dumps({"rerun": target, "downstream": downstream, "by": by}).encode())
+    store.put(key, json.dumps(request).encode())
     return key
 
 
@@ -41,9 +69,10 @@ class RequestSource(LoopingSource):
                 continue
             try:
                 request = json.loads(self.store.get(info.key).body)
-                target = request["rerun"]
+                verb = "cancel" if "cancel" in request else "rerun"
+                target = request[verb]
                 if not isinstance(target, str) or not target:
-                    raise ValueError("'rerun' must name a computation or a key")
+                    raise ValueError(f"{verb!r} must name a computation or a key")
             except ObjectNotFound:
                 continue
             except (ValueError, KeyError, TypeError) as exc:
@@ -51,8 +80,11 @@ class RequestSource(LoopingSource):
                 self.store.delete(info.key)
                 continue
             self._in_flight.add(info.key)
-            emit(RerunRequested(target, bool(request.get("downstream")), str(request.get("by", ""))[:200],
-                                ack=lambda key=info.key: self._done(key)))
+            by, ack = str(request.get("by", ""))[:200], (lambda key=info.key: self._done(key))
+            if verb == "cancel":
+                emit(CancelRequested(target, by, ack=ack))
+            else:
+                emit(RerunRequested(target, bool(request.get("downstream")), by, ack=ack))
             handled += 1
         return handled
 

@@ -3,6 +3,7 @@ inside one tenacity policy (exponential backoff with jitter, bounded). Backends 
 """
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Callable, Iterator, Mapping, TypeVar
 
@@ -29,6 +30,10 @@ class RetryingStore(ObjectStore):
             before_sleep=self._say_waiting,
             reraise=True,
         )
+        self._calls: collections.Counter[str] = collections.Counter()  # for metrics; a lost increment is harmless
+
+    def calls_by_kind(self) -> Mapping[str, int]:
+        return dict(self._calls)
 
     def _say_waiting(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -57,27 +62,34 @@ class RetryingStore(ObjectStore):
         return self.inner.request_count()
 
     def get(self, key: str) -> StoredObject:
+        self._calls["get"] += 1
         return self._call(lambda: self.inner.get(key))
 
     def head(self, key: str) -> ObjectInfo:
+        self._calls["head"] += 1
         return self._call(lambda: self.inner.head(key))
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        self._calls["put"] += 1
         return self._call(lambda: self.inner.put(key, body, metadata))
 
     def create(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        self._calls["create"] += 1
         return self._call(lambda: self.inner.create(key, body, metadata))
 
     def replace(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, *,
                 expected_etag: str) -> ObjectInfo:
         # A replace that the server applied but whose answer was lost comes back as ObjectChanged when retried:
         # callers tell their own commit from someone else's by what the object says (its run).
+        self._calls["replace"] += 1
         return self._call(lambda: self.inner.replace(key, body, metadata, expected_etag=expected_etag))
 
     def list(self, prefix: str = "", *, reserved: bool = True) -> Iterator[ObjectInfo]:
+        self._calls["list"] += 1
         return iter(self._call(lambda: list(self.inner.list(prefix, reserved=reserved))))
 
     def delete(self, key: str) -> None:
+        self._calls["delete"] += 1
         self._call(lambda: self.inner.delete(key))
 
     def startup_check(self, verify_create: bool = True) -> list[str]:

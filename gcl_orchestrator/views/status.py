@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any, Iterable
 
-from ..core import Scheduler
+from ..core import ComputationRecord, Scheduler
 from ..errors import ObjectNotFound, StorageError
 from ..interfaces import ObjectStore
 from ..model import RESERVED_PREFIX, State
@@ -30,47 +30,52 @@ def part_key(state: str) -> str:
     return f"{PARTS_PREFIX}{state}.json.gz"
 
 
+def computation_item(rec: ComputationRecord) -> dict[str, Any]:
+    """One computation as the status document, the graph export and the HTTP API show it."""
+    item: dict[str, Any] = {
+        "computation": rec.name,
+        "state": rec.state.value,
+        "handler_type": rec.spec.handler_type,
+        "priority": rec.spec.priority,
+        "inputs": list(rec.spec.inputs),
+        "output": rec.spec.output,
+        "source": rec.source,
+        "attempts": rec.attempts,
+    }
+    if rec.pool:
+        item["pool"] = rec.pool
+    if rec.missing:
+        missing = rec.missing
+        if len(missing) > SHOWN_MISSING:
+            item["missing_count"] = len(missing)
+            item["missing"] = heapq.nsmallest(SHOWN_MISSING, missing)
+        else:
+            item["missing"] = sorted(missing)
+    if rec.stalled:
+        item["stalled"] = True
+    if rec.cancelled:
+        item["cancelled"] = True
+    if rec.last_error:
+        item["last_error"] = rec.last_error
+    if len(rec.errors) > 1 or (rec.errors and rec.state is State.DONE):
+        item["errors"] = list(rec.errors[-10:])
+    if rec.alternative:
+        item["alternative"] = rec.alternative
+    if rec.produced_by and rec.produced_by != rec.name:
+        item["produced_by"] = rec.produced_by
+    if rec.retry_at is not None and rec.state is State.RETRYING:
+        item["retry_at"] = rec.retry_at
+    if rec.note:
+        item["note"] = rec.note
+    if rec.started_at is not None and rec.finished_at is not None:
+        item["duration_s"] = round(rec.finished_at - rec.started_at, 4)
+    return item
+
+
 def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Iterable[dict[str, Any]],
                  now: float) -> dict[str, Any]:
     """A full snapshot (a scan of the graph: taken on an interval, never per event)."""
-    computations = []
-    for rec in core.records():
-        item: dict[str, Any] = {
-            "computation": rec.name,
-            "state": rec.state.value,
-            "handler_type": rec.spec.handler_type,
-            "priority": rec.spec.priority,
-            "inputs": list(rec.spec.inputs),
-            "output": rec.spec.output,
-            "source": rec.source,
-            "attempts": rec.attempts,
-        }
-        if rec.pool:
-            item["pool"] = rec.pool
-        if rec.missing:
-            missing = rec.missing
-            if len(missing) > SHOWN_MISSING:
-                item["missing_count"] = len(missing)
-                item["missing"] = heapq.nsmallest(SHOWN_MISSING, missing)
-            else:
-                item["missing"] = sorted(missing)
-        if rec.stalled:
-            item["stalled"] = True
-        if rec.last_error:
-            item["last_error"] = rec.last_error
-        if len(rec.errors) > 1 or (rec.errors and rec.state is State.DONE):
-            item["errors"] = list(rec.errors[-10:])
-        if rec.alternative:
-            item["alternative"] = rec.alternative
-        if rec.produced_by and rec.produced_by != rec.name:
-            item["produced_by"] = rec.produced_by
-        if rec.retry_at is not None and rec.state is State.RETRYING:
-            item["retry_at"] = rec.retry_at
-        if rec.note:
-            item["note"] = rec.note
-        if rec.started_at is not None and rec.finished_at is not None:
-            item["duration_s"] = round(rec.finished_at - rec.started_at, 4)
-        computations.append(item)
+    computations = [computation_item(rec) for rec in core.records()]
     return {
         "format": FORMAT,
         "updated_at": now,

@@ -1,0 +1,124 @@
+"""The change feed: every state change of every computation, numbered, kept in a bounded ring for the HTTP
+API's event stream (server-sent events) and its metrics. The loop thread appends; the API's threads read.
+
+An event's id is `RUN.SEQ`: RUN names this orchestrator process, SEQ counts from 1. A client that reconnects
+with `Last-Event-ID` gets every event after it while the ring still holds them; one whose id is of another run,
+or older than the ring, is told to reload (a `reset` event) and then gets what follows. Nothing is lost without
+the client being told so.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from typing import Any, Callable
+
+from ..core import ComputationRecord, Scheduler
+from ..model import State
+
+MAX_EVENTS = 50_000  # kept for clients that reconnect: minutes of a busy run
+SHOWN_INPUTS = 50  # inputs an event carries (a join over 100,000 parts says how many)
+FAILED_STATES = (State.FAILED, State.UPSTREAM_FAILED)
+
+
+class Change:
+    """One state change as the feed keeps it; `event()` renders it (the record is read then, for the attempt
+    and error: a client is told the state the change entered, and the record as it is by the time it is
+    sent)."""
+
+    __slots__ = ("seq", "state", "at", "rec")
+
+    def __init__(self, seq: int, state: State, at: float, rec: ComputationRecord):
+        self.seq, self.state, self.at, self.rec = seq, state, at, rec
+
+    def event(self) -> dict[str, Any]:
+        rec = self.rec
+        spec = rec.spec
+        doc: dict[str, Any] = {"computation": spec.computation, "state": self.state.value, "at": self.at,
+                               "attempt": rec.attempts, "handler_type": spec.handler_type, "output": spec.output}
+        inputs = spec.inputs
+        doc["inputs"] = list(inputs[:SHOWN_INPUTS])
+        if len(inputs) > SHOWN_INPUTS:
+            doc["inputs_count"] = len(inputs)
+        if self.state in FAILED_STATES and rec.last_error:
+            doc["error"] = rec.last_error[:2000]
+        if rec.cancelled and self.state is State.FAILED:
+            doc["cancelled"] = True
+        return doc
+
+
+class ChangeFeed:
+    """Appended to by `watch` on the loop thread (Orchestrator(watcher=feed.watch)); read from any thread."""
+
+    def __init__(self, max_events: int = MAX_EVENTS, run: str | None = None):
+        self.run = run or f"{int(time.time() * 1000):x}"
+        self._ring: collections.deque[Change] = collections.deque(maxlen=max_events)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[list[Change]], None]] = []
+        self._wakers: set[Callable[[], None]] = set()
+
+    # --- the loop's side ---------------------------------------------------------------------------------------
+
+    def watch(self, changes: list[tuple[str, State, float]], core: Scheduler) -> None:
+        """The orchestrator's watcher: called once per batch with the batch's state changes, in order."""
+        record = core.record
+        with self._lock:
+            seq = self._seq
+            batch = []
+            for name, state, at in changes:
+                rec = record(name)
+                if rec is None:
+                    continue  # registered and forgotten within one batch (re-declared)
+                seq += 1
+                batch.append(Change(seq, state, at, rec))
+            self._seq = seq
+            self._ring.extend(batch)
+            wakers = list(self._wakers) if self._wakers else ()
+        for listener in self._listeners:
+            listener(batch)
+        for wake in wakers:
+            wake()
+
+    def listen(self, listener: Callable[[list[Change]], None]) -> None:
+        """`listener` hears each batch of changes on the loop thread (metrics); it must be quick."""
+        self._listeners.append(listener)
+
+    # --- readers -----------------------------------------------------------------------------------------------
+
+    @property
+    def last_id(self) -> str:
+        return f"{self.run}.{self._seq}"
+
+    def after(self, last_id: str | None, limit: int = 1_000) -> tuple[list[Change], bool]:
+        """The changes after `last_id` (None: none, only what comes next), at most `limit`, and whether the
+        client must reload first (its id is of another run, or older than what the ring holds)."""
+        with self._lock:
+            if last_id is None:
+                return [], False
+            run, _, seq_text = last_id.partition(".")
+            if run != self.run or not seq_text.isdigit() or int(seq_text) > self._seq:
+                return [], True
+            seq = int(seq_text)
+            oldest = self._ring[0].seq if self._ring else self._seq + 1
+            if seq < oldest - 1:
+                return [], True
+            skip = seq - oldest + 1
+            return list(itertools.islice(self._ring, skip, skip + limit)), False
+
+    def add_waker(self, wake: Callable[[], None]) -> None:
+        """`wake()` is called (from the loop thread) after each batch of changes, until removed."""
+        with self._lock:
+            self._wakers.add(wake)
+
+    def remove_waker(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            self._wakers.discard(wake)
+
+    def wake_all(self) -> None:
+        """Every reader waiting for a change looks again (at shutdown: to see that it is time to end)."""
+        with self._lock:
+            wakers = list(self._wakers)
+        for wake in wakers:
+            wake()
