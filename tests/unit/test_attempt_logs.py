@@ -212,6 +212,18 @@ def test_a_log_that_cannot_be_written_is_a_warning_naming_the_key_and_the_outcom
     assert "could not write the log of attempt talks #1 to '.gclo/logs/talks/1.log'" in caplog.text
 
 
+def test_a_ctx_log_line_that_a_logging_handler_also_prints_to_stderr_is_recorded_once(store):
+    run_task(_task(store, "first", "silent"), _registry(), store)  # stdout and stderr are captured from here on
+    printer = logging.StreamHandler()  # writes to sys.stderr as it is now: the capturing stream
+    logger = logging.getLogger("gclo.handler")
+    logger.addHandler(printer)
+    try:
+        run_task(_task(store, "talks", "says_hello"), _registry(), store)
+    finally:
+        logger.removeHandler(printer)
+    assert read_log(store, "talks")[1].count("hello from talks") == 1
+
+
 def test_threads_running_attempts_side_by_side_each_keep_only_their_own_output(store):
     # two attempts run in threads of one process (the thread executor), printing at the same time
     ex = ThreadExecutor(2, _registry(), store)
