@@ -1,14 +1,14 @@
 # gcl-orchestrator: everything a fresh machine needs goes through these targets.
 #   make demo   set up, then run the analytics pipeline on the bundled weather data on the embedded default store,
 #               a local directory
-#   make test   set up, then run the whole test suite
+#   make test   set up (Debian's chromium too, for the live page), then run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_STORE ?= demo-store
 
-.PHONY: setup demo demo-local demo-s3 demo-ml demo-sim demo-tree test test-fast bench bench-full bench-scale reliability soak clean
+.PHONY: setup browser demo demo-local demo-s3 demo-ml demo-sim demo-tree test test-fast bench bench-full bench-scale reliability soak clean
 
 setup: $(STAMP)
 
@@ -52,7 +52,15 @@ demo-sim: $(STAMP)
 demo-tree: $(STAMP)
 	$(BIN)/python handlers/packs/demo.py tree
 
-test: $(STAMP)
+# The live page's tests drive Debian's Chromium (the browser is never downloaded by a test tool).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the live page's tests"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q >/dev/null && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+		{ echo "could not install chromium (apt-get install chromium); the live page's tests will fail"; exit 1; }; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

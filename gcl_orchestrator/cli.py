@@ -23,14 +23,15 @@ EPILOG = """examples:
   gclo graph --store ./bucket --format dot | dot -Tsvg > graph.svg
   gclo lineage reports/sales.md --store ./bucket     # what a result was computed from, and is it current
   gclo rerun profile:sales --downstream --store ./bucket
+  gclo logs profile:sales --store ./bucket           # what its latest attempt printed, logged and failed with
   gclo run --store ./bucket --handlers h.py --api 127.0.0.1:8765      # with the HTTP API and live page
   gclo submit step.yaml --api 127.0.0.1:8765     # answers with each computation's state (or --store ./bucket)
   gclo cancel train:big --api 127.0.0.1:8765
   gclo validate pipeline.yaml
 
 exit codes: 0 success; 1 a computation failed, waits, or GCL was rejected (run), invalid GCL (validate), a part
-of the lineage is not current (lineage), no status yet (status, graph);
-submit and cancel refused (invalid GCL, a conflict, nothing to cancel);
+of the lineage is not current (lineage), no status yet (status, graph), no such log (logs), submit and cancel
+refused (invalid GCL, a conflict, nothing to cancel);
 2 bad arguments, handlers or rules; 3 the store cannot be used, the executor cannot go on, or no API answers
 (submit, cancel); 130 interrupted;
 141 the output pipe was closed (gclo status | head).
@@ -168,6 +169,16 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--downstream", action="store_true", help="also run again everything that follows from it")
     add_store(rr)
 
+    lg = sub.add_parser("logs", help="print what a computation's handler wrote in one attempt (the latest by default)",
+                        description="Prints the log one attempt of a computation left in the store "
+                        "(.gclo/logs/): its ctx.log lines with time and level, what it printed to stdout and "
+                        "stderr, and the traceback it failed with. An attempt that wrote nothing has no log. A "
+                        "long log keeps its first 16 KB and last 48 KB. Exit code 1 if there is no log.")
+    lg.add_argument("computation", metavar="NAME", help="the computation's name, as `gclo status` shows it")
+    lg.add_argument("--attempt", type=int, metavar="N",
+                    help="this attempt (from 1; default: the latest one that has a log)")
+    add_store(lg)
+
     def add_api_target(p: argparse.ArgumentParser) -> None:
         p.add_argument("--api", metavar="HOST:PORT", help="the HTTP API of a running orchestrator (default: "
                        "GCLO_API_URL)")
@@ -263,6 +274,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return commands.submit(args.file, args.api, args.token, args.store, endpoint_url=args.endpoint_url)
         if args.command == "cancel":
             return commands.cancel(args.target, args.api, args.token, args.store, endpoint_url=args.endpoint_url)
+        if args.command == "logs":
+            if args.attempt is not None and args.attempt < 1:
+                raise ConfigError("--attempt counts from 1")
+            return commands.logs(args.store, args.computation, args.attempt, endpoint_url=args.endpoint_url)
         if args.command == "graph":
             if args.limit < 0:
                 raise ConfigError("--limit must be 0 (all) or more")

@@ -22,7 +22,8 @@ from .runtime import tune_garbage_collection
 from .service import TOKEN_ENV, ApiServer, ChangeFeed, parse_address
 from .service.client import URL_ENV, ApiClient
 from .sources.requests import request_cancel, request_rerun, submission_key, write_submission
-from .views import lineage_lines, read_status, render_graph, render_status, select
+from .views import (attempts_with_logs, lineage_lines, log_key, read_log, read_status, render_graph, render_status,
+                    select)
 from .gcl import encode_gcl, load_gcl
 from .storage import S3ObjectStore, open_store
 
@@ -156,6 +157,28 @@ def lineage(store_uri: str, key: str, out: TextIO = sys.stdout, endpoint_url: st
     lines = lineage_lines(store, key)
     print("\n".join(lines), file=out)
     return EXIT_FAILED if any("CHANGED since" in line or "deleted since" in line for line in lines) else EXIT_OK
+
+
+def logs(store_uri: str, computation: str, attempt: int | None = None, out: TextIO = sys.stdout,
+         endpoint_url: str | None = None) -> int:
+    """Print the log of one attempt of a computation (the latest that has one by default) under a header line
+    naming it; 1 when there is none."""
+    store = open_store(store_uri, create=False, endpoint_url=endpoint_url)
+    attempts = attempts_with_logs(store, computation) if attempt is None else []
+    chosen = attempt if attempt is not None else attempts[-1] if attempts else None
+    found = None if chosen is None else read_log(store, computation, chosen)
+    if found is None:
+        others = attempts if attempt is None else attempts_with_logs(store, computation)
+        why = (f"attempts with a log: {', '.join(map(str, others))}" if others else
+               "it has not run there, or its handler wrote nothing (no ctx.log line, no output, no error)")
+        which = f"attempt {attempt} of " if attempt is not None else ""
+        print(f"no log for {which}computation {computation!r} in {store.describe()}: {why}", file=sys.stderr)
+        return EXIT_FAILED
+    number, text = found
+    more = f"; attempts with a log: {', '.join(map(str, attempts))}" if len(attempts) > 1 else ""
+    print(f"# log of computation {computation!r}, attempt {number} ({log_key(computation, number)}{more})", file=out)
+    out.write(text if not text or text.endswith("\n") else text + "\n")
+    return EXIT_OK
 
 
 def rerun(store_uri: str, target: str, downstream: bool, out: TextIO = sys.stdout,

@@ -20,7 +20,8 @@ log = logging.getLogger("gclo.executor")
 class ThreadExecutor(Executor):
     """A running handler cannot be stopped: `cancel` only drops work not started yet (the core ignores a
     cancelled attempt's late outcome), so time-outs are enforced by the process executor alone. Handlers'
-    `ctx.log` lines reach the log as they do from worker processes; their standard output is not captured."""
+    `ctx.log` lines reach the log as they do from worker processes; their standard output is not forwarded there,
+    but what the handler's own thread prints goes into its attempt's log (`runtime.attempt_log`)."""
 
     def __init__(self, pools: int | Sequence[PoolSpec], registry: HandlerRegistry, store: ObjectStore):
         self._slots = sum(p.slots for p in as_pools(pools))

@@ -26,6 +26,7 @@ from ..model import (
 from ..gcl import spec_from_mapping
 from ..gcl.metadata import gcl_fingerprint
 from ..gcl.loader import MAX_EMIT_LIMIT
+from .attempt_log import AttemptLogBuffer, muted
 
 DEFAULT_MAX_EMIT = 10_000
 ANSWER_TIMEOUT_S = 60.0  # how long a submission waits for the orchestrator's answer
@@ -76,10 +77,21 @@ class ReplyBox:
 
 
 class _AttemptLog(logging.LoggerAdapter):
-    """`ctx.log`: every line names the computation and the attempt."""
+    """`ctx.log`: every line names the computation and the attempt. Lines also go into the attempt's own log
+    (`record`), INFO and above whatever the orchestrator's log level, DEBUG when the logger would pass it."""
+
+    def __init__(self, logger: logging.Logger, extra: Mapping[str, object], record: AttemptLogBuffer | None = None):
+        super().__init__(logger, extra)
+        self._record = record
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[{self.extra['computation']} #{self.extra['attempt']}] {msg}", kwargs  # type: ignore[index]
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self._record is not None and (level >= logging.INFO or self.isEnabledFor(level)):
+            self._record.log_call(level, msg, args, kwargs.get("exc_info"))
+        with muted():  # recorded already: a handler printing it to stderr must not record it twice
+            super().log(level, msg, *args, **kwargs)
 
 
 class SubmitHandle:
@@ -132,10 +144,12 @@ class HandlerContext:
     `read_bytes/read_text/read_json(key)` read one of the declared inputs (the key may be left out when there is
     exactly one) or a key waited for; `emit(...)` declares a next computation, validated at once, which joins the
     graph with this handler's output; `submit(...)` makes one join at once and answers with a SubmitHandle;
-    `wait_for(keys)` blocks until keys exist; `log` is a logger whose lines name this computation and attempt.
+    `wait_for(keys)` blocks until keys exist; `log` is a logger whose lines name this computation and attempt (and
+    go into `log_record`, the attempt's own log, when given).
     """
 
-    def __init__(self, spec: ComputationSpec, attempt: int, store: ObjectStore, channel: ReplyBox | None = None):
+    def __init__(self, spec: ComputationSpec, attempt: int, store: ObjectStore, channel: ReplyBox | None = None,
+                 log_record: AttemptLogBuffer | None = None):
         self.spec = spec
         self.computation = spec.computation
         self.handler_type = spec.handler_type
@@ -145,7 +159,7 @@ class HandlerContext:
         self.params: dict[str, Any] = thaw(spec.params)
         self.attempt = attempt
         self.log = _AttemptLog(logging.getLogger(f"gclo.handler.{spec.handler_type}"),
-                               {"computation": spec.computation, "attempt": attempt})
+                               {"computation": spec.computation, "attempt": attempt}, log_record)
         self._store = store
         self._emitted: dict[str, ComputationSpec] = {}
         self.read_versions: dict[str, str] = {}  # key -> identity of the version read

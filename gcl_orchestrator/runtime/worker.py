@@ -1,6 +1,7 @@
-"""Running one task: call the handler, encode its result, write the output with the emitted GCL.
-`run_task` is shared by every executor; `worker_main` is the loop of a worker process, whose handler logs and
-standard output reach the orchestrator's log, each line naming the computation and attempt.
+"""Running one task: call the handler, encode its result, write the output with the emitted GCL, and the
+attempt's log (`.gclo/logs/`). `run_task` is shared by every executor; `worker_main` is the loop of a worker
+process, whose handler logs and standard output also reach the orchestrator's log, each line naming the
+computation and attempt.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ from ..model import (
 )
 from ..gcl import encode_gcl
 from ..gcl.metadata import META_RUN, encode_lineage, gcl_fingerprint
+from ..views.logs import LOG_METADATA, log_key
 from . import audit
+from .attempt_log import AttemptLogBuffer, capture_every_thread, capturing
 from .context import HandlerContext, ReplyBox
 from .handlers import HandlerRegistry, describe_exception
 
@@ -63,35 +66,53 @@ def encode_result(value: Any) -> bytes:
 def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
              channel: ReplyBox | None = None) -> ComputationSucceeded | ComputationFailed:
     """Run one attempt. `channel` carries what the handler asks of the orchestrator while it runs (submissions,
-    waits) and brings back the answers."""
+    waits) and brings back the answers. What the handler writes (ctx.log, stdout, stderr, the traceback it fails
+    with) is its attempt's log, written to the store before the outcome is returned, unless it is empty."""
+    requests_before = store.request_count() or 0
+    record = AttemptLogBuffer()
+    with capturing(record):
+        outcome = _attempt(task, registry, store, channel, record)
+    if record:
+        _write_log(store, task, record)
+    return outcome._replace(requests=(store.request_count() or 0) - requests_before)
+
+
+def _write_log(store: ObjectStore, task: Task, record: AttemptLogBuffer) -> None:
+    key = log_key(task.spec.computation, task.attempt)
+    try:
+        store.put(key, record.text().encode("utf-8", "backslashreplace"), LOG_METADATA)
+    except Exception as exc:  # a log that cannot be kept must not fail the attempt it describes
+        log.warning("could not write the log of attempt %s #%d to %r: %s", task.spec.computation, task.attempt,
+                    key, exc)
+
+
+def _attempt(task: Task, registry: HandlerRegistry, store: ObjectStore, channel: ReplyBox | None,
+             record: AttemptLogBuffer) -> ComputationSucceeded | ComputationFailed:
     spec = task.spec
     started = time.perf_counter()
-    requests_before = store.request_count() or 0
 
-    def requests() -> int:
-        return (store.request_count() or 0) - requests_before
-
-    def failed(error: str, permanent: bool = False) -> ComputationFailed:
-        return ComputationFailed(spec.computation, task.attempt, error, permanent, time.perf_counter() - started,
-                                 requests())
+    def failed(error: str, permanent: bool = False, raised: BaseException | None = None) -> ComputationFailed:
+        if raised is not None:
+            record.failure(raised, error)
+        return ComputationFailed(spec.computation, task.attempt, error, permanent, time.perf_counter() - started)
 
     fn = registry.get(spec.handler_type)
     if fn is None:
         return failed(str(UnknownHandlerType(spec.handler_type, registry.types())), permanent=True)
     handler_file = getattr(getattr(fn, "__code__", None), "co_filename", None)
-    ctx = HandlerContext(spec, task.attempt, store, channel)
+    ctx = HandlerContext(spec, task.attempt, store, channel, record)
     audit.record("start", spec.computation, task.attempt)
     try:
         result = fn(ctx)
         body = encode_result(result)
     except PermanentHandlerError as exc:
-        return failed(f"gave up: {describe_exception(exc, handler_file)}", permanent=True)
+        return failed(f"gave up: {describe_exception(exc, handler_file)}", permanent=True, raised=exc)
     except SpecError as exc:
-        return failed(f"emitted invalid GCL: {exc.one_line()}")
+        return failed(f"emitted invalid GCL: {exc.one_line()}", raised=exc)
     except Exception as exc:
-        return failed(describe_exception(exc, handler_file))
+        return failed(describe_exception(exc, handler_file), raised=exc)
     except SystemExit as exc:
-        return failed(f"the handler called exit({exc.code})")
+        return failed(f"the handler called exit({exc.code})", raised=exc)
 
     inputs = dict(task.inputs)
     inputs.update((k, v) for k, v in ctx.read_versions.items() if k in inputs)  # as read, where it was read
@@ -111,14 +132,14 @@ def run_task(task: Task, registry: HandlerRegistry, store: ObjectStore,
         # theirs stands, and its own GCL says what follows.
         audit.record("kept", spec.computation, task.attempt, key=spec.output, etag=info.etag, run=run)
         return ComputationSucceeded(spec.computation, task.attempt, info.etag, None, info.metadata,
-                                    time.perf_counter() - started, committed_at=time.time(), requests=requests(),
+                                    time.perf_counter() - started, committed_at=time.time(),
                                     output_identity=identity(info.digest, gcl_fingerprint(info.metadata)),
                                     run=metadata_get(info.metadata, META_RUN), output_digest=info.digest)
     audit.record("commit", spec.computation, task.attempt, key=spec.output, etag=info.etag, run=run)
     return ComputationSucceeded(spec.computation, task.attempt, info.etag, ctx.emitted, encoded.metadata,
                                 time.perf_counter() - started,
                                 spec.handler_type if ctx.wants_completions else None,
-                                committed_at=time.time(), requests=requests(),
+                                committed_at=time.time(),
                                 output_identity=identity(info.digest, gcl_fingerprint(encoded.metadata)), run=run,
                                 output_digest=info.digest)
 
@@ -168,6 +189,7 @@ def worker_main(conn: Any, handler_sources: tuple[str, ...], store_uri: str,
         os.environ.update(env)
     inbox = _Inbox(conn)
     _forward_logs(inbox)
+    capture_every_thread()  # one attempt at a time here: output of the threads a handler starts is its too
     from ..storage import open_store  # the storage layer is only needed in the worker
 
     try:

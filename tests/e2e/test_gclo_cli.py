@@ -166,7 +166,7 @@ def test_validate_prints_every_problem_and_exits_by_the_result(tmp_path):
     assert f"{bad}: line 6: priority: 'soon' is not a priority" in fails.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["put"], ["status"], ["validate"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["put"], ["status"], ["logs"], ["validate"]])
 def test_help_is_there_for_every_command(command):
     proc = gclo(*command, "--help")
     assert proc.returncode == 0 and "usage: gclo" in proc.stdout

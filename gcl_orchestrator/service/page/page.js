@@ -189,6 +189,7 @@ function showGroup(type, group) {
   const pane = document.getElementById("details");
   pane.hidden = false;
   selected = null;
+  document.getElementById("d-actions").hidden = true;
   document.getElementById("d-name").textContent = `handler type ${type}`;
   document.getElementById("d-state").textContent = "";
   document.getElementById("d-meta").textContent = `${group.members.length} computations; the first 200:`;
@@ -216,6 +217,7 @@ async function showDetails(name) {
     return;
   }
   if (selected !== name) return;
+  document.getElementById("d-actions").hidden = false;
   document.getElementById("d-name").textContent = c.computation;
   const state = document.getElementById("d-state");
   state.textContent = c.state; state.style.background = colour(c.state); state.dataset.state = c.state;
