@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -372,7 +373,15 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
         Route("/v1/graph", handled(graph)),
         Route("/v1/events", handled(events)),
     ]
-    return TokenGuard(Starlette(routes=routes), token)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        what = {404: f"no such path: {request.url.path[:200]}",
+                405: f"{request.method} is not allowed on {request.url.path[:200]}"}.get(status, str(exc))
+        response = _error(status, what)
+        response.headers.update(getattr(exc, "headers", None) or {})  # 405's Allow
+        return response
+
+    return TokenGuard(Starlette(routes=routes, exception_handlers={HTTPException: http_error}), token)
 
 
 def _logs_and_lineage(store: ObjectStore, item: dict[str, Any]) -> tuple[list[int], str | None]:

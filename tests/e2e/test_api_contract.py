@@ -29,9 +29,12 @@ def test_every_operation_answers_as_its_document_says(tmp_path):
         run = subprocess.run(
             [SCHEMATHESIS, "run", f"{service.url}/openapi.json", "--header", f"Authorization: Bearer {TOKEN}",
              "--exclude-path", "/v1/events",  # an endless stream: tested on its own (test_api.py)
-             "--max-examples", "15", "--max-time", "120", "--request-timeout", "30",
+             "--max-examples", "10", "--max-time", "45", "--request-timeout", "30",
              "--phases", "examples,coverage,fuzzing", "--generation-deterministic",
-             "--suppress-health-check", "all", "--no-color"],
+             "--suppress-health-check", "all", "--no-color",
+             # GCL is checked beyond what a JSON schema can say (key syntax, ranges, cycles): a body that fits
+             # the document's schema may still be refused with 400 and its problems, as it should be
+             "--exclude-checks", "positive_data_acceptance"],
             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     finally:
         code = service.stop()
