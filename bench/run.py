@@ -176,13 +176,20 @@ def _seed(store, key: str, body: bytes, step: dict) -> None:
 
 
 def _run(store_uri: str, events: str = "auto", filer: str | None = None, fsync: bool = False,
-         executor: str = "process") -> tuple[dict, float]:
+         executor: str = "process", watched: "_Watched | None" = None) -> tuple[dict, float]:
     t0 = time.monotonic()
     workers = 2 if executor == "process" else None  # a Dask cluster's workers say how many
     orch = build_orchestrator(RunSettings(store=store_uri, handlers=[HANDLERS], workers=workers, until_idle=True,
                                           quiet_s=0.3, events=events, filer=filer, deadlock_grace_s=None,
-                                          fsync=fsync, executor=executor))
-    result = orch.run()
+                                          fsync=fsync, executor=executor),
+                              watcher=watched.feed.watch if watched else None)
+    if watched:
+        watched.start(orch)
+    try:
+        result = orch.run()
+    finally:
+        if watched:
+            watched.stop()
     if result.exit_code != 0:
         raise RuntimeError(f"benchmark run failed: {result.failed or result.waiting}")
     stats = result.stats
@@ -219,6 +226,59 @@ def bench_local(n_fan: int, n_chain: int, repeat: int) -> dict:
     p50 = statistics.median(r[1]["write_to_dispatch_p50_s"] for r in runs)
     p99 = statistics.median(r[1]["write_to_dispatch_p99_s"] for r in runs)
     return {"fan": fan, "p50": p50, "p99": p99}
+
+
+class _Watched:
+    """The HTTP API serving a run, with a client in a process of its own (as a browser would be) that follows
+    the event stream the whole time and asks for the status every second, as the live page does; it records how
+    long each state change took to reach it."""
+
+    def __init__(self) -> None:
+        from gcl_orchestrator.service import ChangeFeed
+        self.feed = ChangeFeed()
+        self.delays: list[float] = []
+
+    def start(self, orch) -> None:
+        import subprocess
+
+        from gcl_orchestrator.service import ApiServer
+        self.server = ApiServer(orch, orch.store, self.feed, "127.0.0.1:0", token="bench")
+        self.server.start()
+        self._out = tempfile.NamedTemporaryFile(prefix="gclo-bench-sse-", suffix=".txt", delete=False)
+        self._client = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sse_client.py")),
+                                         self.server.url, "bench", f"{self.feed.run}.0", self._out.name])
+
+    def stop(self) -> None:
+        self.server.stop()  # ends the stream: the client writes what it measured and exits
+        try:
+            self._client.wait(30)
+        except Exception:
+            self._client.kill()
+        text = Path(self._out.name).read_text()
+        os.unlink(self._out.name)
+        self.delays = [tuple(map(float, line.split())) for line in text.splitlines() if line.strip()]
+
+
+def bench_api(n_fan: int, repeat: int) -> dict:
+    """The fan-out/fan-in on the local store with and without the API and a client following every event,
+    alternately (the median of each); the delay from a state change to the client."""
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    delays: list[float] = []
+    for _ in range(repeat):
+        for mode in ("off", "on"):
+            with tempfile.TemporaryDirectory(prefix="gclo-bench-api-") as d:
+                watched = _Watched() if mode == "on" else None
+                rates[mode].append(e2e_fan(d + "/fan", n_fan, watched=watched)["steady_per_s"])
+                if watched:
+                    delays += watched.delays
+    made = sorted(d[0] for d in delays)
+    sent = sorted(d[1] for d in delays)
+
+    def pct(values: list[float], p: float) -> float | None:
+        return values[min(len(values) - 1, int(len(values) * p))] * 1e3 if values else None
+    return {"off": statistics.median(rates["off"]), "on": statistics.median(rates["on"]),
+            "p50_ms": pct(sent, 0.5), "p99_ms": pct(sent, 0.99), "made_p50_ms": pct(made, 0.5),
+            "made_p99_ms": pct(made, 0.99), "events": len(delays)}
 
 
 def bench_fsync(n_fan: int, repeat: int) -> dict:
@@ -413,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     local = bench_local(n_fan, n_chain, 1 if args.smoke else 3)
     durable = bench_fsync(n_fan, 1 if args.smoke else 3)
     update = bench_update(*((5, 9) if args.smoke else (100, 99)))
+    n_api = 200 if args.smoke else 9_998  # 10,000 computations with the root and the join (the emit limit)
+    api = bench_api(n_api, 1 if args.smoke else 2)
     dask = None if args.no_dask else bench_dask(n_fan)
     on_dask = None if args.no_dask else bench_dask_executor(n_fan, 1 if args.smoke else 3)
     sw = None if args.no_seaweedfs else bench_seaweedfs(n_sw)
@@ -434,6 +496,18 @@ def main(argv: list[str] | None = None) -> int:
         {"figure": "local store with --fsync: steady throughput", "value": durable["steady_per_s"],
          "unit": "computations/s", "target": None, "ok": None,
          "detail": f"{durable['steady_per_s'] / local['fan']['steady_per_s']:.0%} of the rate without"},
+    ]
+    rows += [
+        {"figure": f"with the API and a client following every event: fan-out of {n_api + 2:,}, steady "
+                   "throughput", "value": api["on"], "unit": "computations/s", "target": ">= 90% of the rate without",
+         "ok": api["on"] >= 0.9 * api["off"], "detail": f"{api['on'] / api['off']:.0%} of {api['off']:,.0f}/s"},
+        {"figure": "API event stream: a state change published to the client, p99", "value": api["p99_ms"],
+         "unit": "ms", "target": "<= 50 ms", "ok": api["p99_ms"] is not None and api["p99_ms"] <= 50,
+         "detail": f"p50 {api['p50_ms']:.1f} ms over {api['events']:,} events" if api["events"] else None},
+        {"figure": "API event stream: from the core's batch that made the change, p99", "value": api["made_p99_ms"],
+         "unit": "ms", "target": None, "ok": None,
+         "detail": f"p50 {api['made_p50_ms']:.1f} ms; a batch of thousands of registrations is one step"
+         if api["events"] else None},
     ]
     if dask:
         rows += [

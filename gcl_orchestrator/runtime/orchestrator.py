@@ -285,6 +285,10 @@ class _Seen(NamedTuple):
         return metadata_get(self.metadata, META_RUN) if self.metadata is not None else None
 
 
+class LoopStopped(GclError):
+    """A call to the loop came when it had stopped."""
+
+
 class LoopCall(NamedTuple):
     """`fn` to be called on the loop's thread, between two batches, its result (or exception) set on `future`:
     how another thread (the HTTP API) reads the graph or hands the core an event and hears what came of it,
@@ -321,6 +325,7 @@ class Orchestrator:
         self.queue = EventQueue()
         self._incidents: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
         self.incident_total = 0
+        self._calls_closed = False
         self._refused_keys: set[str] = set()
         self._sources: list[EventSource] = []
         self._stop_requested = False
@@ -360,7 +365,10 @@ class Orchestrator:
         with `feed`); the future holds its result. Keep `fn` short: the loop does nothing else meanwhile. A call
         made once the loop has stopped is never run: wait on the future with a time-out."""
         future: Future = Future()
-        self.queue.put(LoopCall(fn, future))
+        if self._calls_closed:
+            future.set_exception(LoopStopped("the orchestrator has stopped"))
+        else:
+            self.queue.put(LoopCall(fn, future))
         return future
 
     def feed(self, events: list[Any]) -> None:
@@ -967,6 +975,10 @@ class Orchestrator:
         outcomes = [e for e in events if isinstance(e, (ComputationSucceeded, ComputationFailed))]
         if outcomes:
             self._handle(outcomes)
+        self._calls_closed = True  # from now on a call fails at once (and those still queued, here)
+        for ev in events + self.queue.drain(timeout=0.0):
+            if type(ev) is LoopCall and ev.future.set_running_or_notify_cancel():
+                ev.future.set_exception(LoopStopped("the orchestrator has stopped"))
 
     def _result(self, interrupted: bool) -> RunResult:
         counts = {s.value: n for s, n in self.core.counts().items()}

@@ -30,6 +30,7 @@ from ..gcl.loader import MAX_TEXT_BYTES
 from ..interfaces import ObjectStore
 from ..model import CancelRequested, RerunRequested, SpecsSubmitted, State
 from ..runtime import Orchestrator
+from ..runtime.orchestrator import LoopStopped
 from ..sources.requests import submission_key, write_submission
 from ..views import DEFAULT_LIMIT, lineage_lines, render_graph, select
 from ..views.logs import attempts_with_logs, read_log, tail
@@ -45,6 +46,7 @@ CALL_TIMEOUT_S = 10.0
 MAX_PAGE = 1_000  # computations per page of /v1/computations
 MAX_SCAN = 200_000  # records one page may look through before it answers with a cursor (bounds the loop's time)
 SHOWN_INPUTS = 50
+COALESCE_S = 0.02  # an event stream sends at most this often
 LOG_TAIL_LINES = 50
 STATES = [s.value for s in State]
 PAGE_FILES = {"page.js": "text/javascript; charset=utf-8", "page.css": "text/css; charset=utf-8"}
@@ -105,6 +107,8 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
             future.cancel()
             raise ApiError(503, f"the orchestrator did not answer within {CALL_TIMEOUT_S:g}s (starting, stopping "
                                 "or busy); try again") from None
+        except LoopStopped:
+            raise ApiError(503, "the orchestrator has stopped") from None
 
     def handled(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
@@ -318,8 +322,9 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 
-        def waker() -> None:
-            loop.call_soon_threadsafe(wake.set)
+        def waker() -> None:  # on the orchestrator's loop thread: one wake-up however many batches come
+            if not wake.is_set():
+                loop.call_soon_threadsafe(wake.set)
 
         async def stream():  # type: ignore[no-untyped-def]
             feed.add_waker(waker)
@@ -345,6 +350,10 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
                         await asyncio.wait_for(wake.wait(), 15.0)
                     except asyncio.TimeoutError:
                         yield ": still here\n\n"
+                        continue
+                    # What comes within a few milliseconds goes out in one write: a busy graph then costs the
+                    # orchestrator's process a wake-up per COALESCE_S, not one per batch of its loop.
+                    await asyncio.sleep(COALESCE_S)
             finally:
                 feed.remove_waker(waker)
 

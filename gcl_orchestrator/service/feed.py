@@ -27,16 +27,17 @@ class Change:
     and error: a client is told the state the change entered, and the record as it is by the time it is
     sent)."""
 
-    __slots__ = ("seq", "state", "at", "rec")
+    __slots__ = ("seq", "state", "at", "rec", "published")
 
-    def __init__(self, seq: int, state: State, at: float, rec: ComputationRecord):
+    def __init__(self, seq: int, state: State, at: float, rec: ComputationRecord, published: float):
         self.seq, self.state, self.at, self.rec = seq, state, at, rec
+        self.published = published  # when the feed got it: the end of the core's batch that made it
 
     def event(self) -> dict[str, Any]:
         rec = self.rec
         spec = rec.spec
         doc: dict[str, Any] = {"computation": spec.computation, "state": self.state.value, "at": self.at,
-                               "attempt": rec.attempts, "handler_type": spec.handler_type, "output": spec.output}
+                               "published": self.published, "attempt": rec.attempts, "handler_type": spec.handler_type, "output": spec.output}
         inputs = spec.inputs
         doc["inputs"] = list(inputs[:SHOWN_INPUTS])
         if len(inputs) > SHOWN_INPUTS:
@@ -64,6 +65,7 @@ class ChangeFeed:
     def watch(self, changes: list[tuple[str, State, float]], core: Scheduler) -> None:
         """The orchestrator's watcher: called once per batch with the batch's state changes, in order."""
         record = core.record
+        published = time.time()
         with self._lock:
             seq = self._seq
             batch = []
@@ -72,7 +74,7 @@ class ChangeFeed:
                 if rec is None:
                     continue  # registered and forgotten within one batch (re-declared)
                 seq += 1
-                batch.append(Change(seq, state, at, rec))
+                batch.append(Change(seq, state, at, rec, published))
             self._seq = seq
             self._ring.extend(batch)
             wakers = list(self._wakers) if self._wakers else ()

@@ -19,7 +19,8 @@ def test_every_benchmark_runs_and_reports_every_figure(tmp_path):
     (result,) = tmp_path.glob("smoke-*.json")
     figures = [row["figure"] for row in json.loads(result.read_text())["rows"]]
     for expected in ("core chain @", "core dynamic growth", "local store: steady throughput",
-                     "local store: write-to-dispatch p50", "Dask wall / our wall", "SeaweedFS: S3 requests per computation"):
+                     "local store: write-to-dispatch p50", "Dask wall / our wall", "SeaweedFS: S3 requests per computation",
+                     "with the API and a client following every event", "API event stream: a state change published"):
         assert any(f.startswith(expected) for f in figures), (expected, figures)
 
 
