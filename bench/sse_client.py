@@ -1,7 +1,7 @@
 """A client of the API's event stream for the benchmark, in a process of its own: follows /v1/events from the
 given id, asks for /v1/status every second, and when the stream ends writes two delays of every event it got,
 one event a line, to OUT: from the change (the time of the core's batch) and from its publication (the end of
-that batch) to its receipt, in seconds. Usage: sse_client.py URL TOKEN ID OUT"""
+that batch) to its receipt, in seconds, and the time of its publication (which tells the batches apart). Usage: sse_client.py URL TOKEN ID OUT"""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import httpx
 
 def main(url: str, token: str, last_id: str, out: str) -> None:
     headers = {"Authorization": f"Bearer {token}"}
-    delays: list[tuple[float, float]] = []
+    delays: list[tuple[float, float, float]] = []
     done = threading.Event()
 
     def poll() -> None:
@@ -33,13 +33,13 @@ def main(url: str, token: str, last_id: str, out: str) -> None:
                 if line.startswith("data: "):
                     event = json.loads(line[6:])
                     now = time.time()
-                    delays.append((now - event["at"], now - event["published"]))
+                    delays.append((now - event["at"], now - event["published"], event["published"]))
     except httpx.HTTPError:
         pass
     done.set()
     print(f"sse client: {len(delays)} events, {time.process_time():.2f} s of CPU", file=sys.stderr)
     with open(out, "w") as f:
-        f.write("\n".join(f"{made:.6f} {sent:.6f}" for made, sent in delays))
+        f.write("\n".join(f"{made:.6f} {sent:.6f} {published:.6f}" for made, sent, published in delays))
 
 
 if __name__ == "__main__":

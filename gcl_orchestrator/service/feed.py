@@ -1,15 +1,13 @@
-"""The change feed: every state change of every computation, numbered, kept in a bounded ring for the HTTP
+"""The change feed: every state change of every computation, numbered, kept in a bounded window for the HTTP
 API's event stream (server-sent events) and its metrics. The loop thread appends; the API's threads read.
 
 An event's id is `RUN.SEQ`: RUN names this orchestrator process, SEQ counts from 1. A client that reconnects
-with `Last-Event-ID` gets every event after it while the ring still holds them; one whose id is of another run,
-or older than the ring, is told to reload (a `reset` event) and then gets what follows. Nothing is lost without
+with `Last-Event-ID` gets every event after it while they are still kept; one whose id is of another run,
+or older than the window, is told to reload (a `reset` event) and then gets what follows. Nothing is lost without
 the client being told so.
 """
 from __future__ import annotations
 
-import collections
-import itertools
 import threading
 import time
 from typing import Any, Callable
@@ -54,7 +52,10 @@ class ChangeFeed:
 
     def __init__(self, max_events: int = MAX_EVENTS, run: str | None = None):
         self.run = run or f"{int(time.time() * 1000):x}"
-        self._ring: collections.deque[Change] = collections.deque(maxlen=max_events)
+        # The last `max_events` changes at least (up to twice as many: trimmed in one step when it doubles, so
+        # that a reader takes a slice at any position without walking to it)
+        self._max = max_events
+        self._kept: list[Change] = []
         self._seq = 0
         self._lock = threading.Lock()
         self._listeners: list[Callable[[list[Change]], None]] = []
@@ -76,7 +77,9 @@ class ChangeFeed:
                 seq += 1
                 batch.append(Change(seq, state, at, rec, published))
             self._seq = seq
-            self._ring.extend(batch)
+            self._kept.extend(batch)
+            if len(self._kept) > 2 * self._max:
+                del self._kept[:len(self._kept) - self._max]
             wakers = list(self._wakers) if self._wakers else ()
         for listener in self._listeners:
             listener(batch)
@@ -95,7 +98,7 @@ class ChangeFeed:
 
     def after(self, last_id: str | None, limit: int = 1_000) -> tuple[list[Change], bool]:
         """The changes after `last_id` (None: none, only what comes next), at most `limit`, and whether the
-        client must reload first (its id is of another run, or older than what the ring holds)."""
+        client must reload first (its id is of another run, or older than what is kept)."""
         with self._lock:
             if last_id is None:
                 return [], False
@@ -103,11 +106,11 @@ class ChangeFeed:
             if run != self.run or not seq_text.isdigit() or int(seq_text) > self._seq:
                 return [], True
             seq = int(seq_text)
-            oldest = self._ring[0].seq if self._ring else self._seq + 1
+            oldest = self._kept[0].seq if self._kept else self._seq + 1
             if seq < oldest - 1:
                 return [], True
             skip = seq - oldest + 1
-            return list(itertools.islice(self._ring, skip, skip + limit)), False
+            return self._kept[skip:skip + limit], False
 
     def add_waker(self, wake: Callable[[], None]) -> None:
         """`wake()` is called (from the loop thread) after each batch of changes, until removed."""
