@@ -362,8 +362,9 @@ class Orchestrator:
 
     def call(self, fn: Callable[[], Any]) -> Future:
         """Thread-safe: run `fn` on the loop's thread at its next turn (it may read the core, or feed it events
-        with `feed`); the future holds its result. Keep `fn` short: the loop does nothing else meanwhile. A call
-        made once the loop has stopped is never run: wait on the future with a time-out."""
+        with `feed`); the future holds its result. Keep `fn` short: the loop does nothing else meanwhile. Once
+        the loop has stopped, a call fails with LoopStopped; wait on the future with a time-out all the same (the
+        loop may be busy, or stop just as the call is made)."""
         future: Future = Future()
         if self._calls_closed:
             future.set_exception(LoopStopped("the orchestrator has stopped"))
@@ -518,8 +519,9 @@ class Orchestrator:
                 if ev.ack is not None:
                     acks.append(ev.ack)
             elif kind is CancelRequested:
-                log.warning("cancel  %s requested (%s)", ev.computation, ev.source or "gclo cancel")
-                batch.append(ev)
+                target = self._named(ev)
+                log.warning("cancel  %s requested (%s)", target.computation, ev.source or "gclo cancel")
+                batch.append(target)
                 if ev.ack is not None:
                     acks.append(ev.ack)
             elif kind is LoopCall:
@@ -653,14 +655,18 @@ class Orchestrator:
 
     def _rerun_target(self, ev: RerunRequested) -> RerunRequested:
         """`gclo rerun` names a computation or a key: a key means the computation that produces it."""
+        target = self._named(ev)
+        produces = f" (which produces {ev.computation})" if target is not ev else ""
+        log.info("rerun   %s%s%s requested (%s)", target.computation, produces,
+                 " and downstream" if ev.downstream else "", ev.source or "gclo rerun")
+        return target
+
+    def _named(self, ev: Any) -> Any:
+        """A request naming a key instead of a computation is about the computation that produces that key."""
         if self.core.record(ev.computation) is None:
             producer = self.core.producer_of(ev.computation)
             if producer is not None:
-                log.info("rerun   %s (which produces %s)%s requested (%s)", producer, ev.computation,
-                         " and downstream" if ev.downstream else "", ev.source or "gclo rerun")
                 return dataclasses.replace(ev, computation=producer)
-        log.info("rerun   %s%s requested (%s)", ev.computation, " and downstream" if ev.downstream else "",
-                 ev.source or "gclo rerun")
         return ev
 
     def _refuse_key(self, key: str, reason: str) -> None:

@@ -259,3 +259,18 @@ def test_gclo_submit_goes_through_the_api_or_the_store_and_says_which(service, t
     assert "into the store" in via_store.stdout
     with service.client() as api:
         wait_until(lambda: api.get("/v1/computations/stored").status_code == 200, 30, "the stored submission")
+
+
+def test_gclo_cancel_through_the_store_names_a_key_and_the_orchestrator_takes_it_up(service):
+    spec = "computation: slow\nhandler_type: hang\ninputs: [in.txt]\noutput: slow.txt\n"
+    (service.root / "in.txt").write_text("x")
+    with service.client() as api:
+        assert api.post("/v1/specs", content=spec).status_code == 202
+        wait_until(lambda: api.get("/v1/computations/slow").json()["state"] == "running", 30, "the slow run")
+        asked = subprocess.run([*GCLO, "cancel", "slow.txt", "--store", str(service.root)], capture_output=True,
+                               text=True, timeout=60)
+        assert asked.returncode == 0, asked.stderr
+        assert "asked the orchestrator" in asked.stdout and ".gclo/requests/" in asked.stdout
+        wait_until(lambda: api.get("/v1/computations/slow").json()["state"] == "failed", 30, "the cancel")
+        assert api.get("/v1/computations/slow").json()["cancelled"]
+    assert "cancel  slow requested (gclo cancel on " in service.log
