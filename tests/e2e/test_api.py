@@ -274,3 +274,15 @@ def test_gclo_cancel_through_the_store_names_a_key_and_the_orchestrator_takes_it
         wait_until(lambda: api.get("/v1/computations/slow").json()["state"] == "failed", 30, "the cancel")
         assert api.get("/v1/computations/slow").json()["cancelled"]
     assert "cancel  slow requested (gclo cancel on " in service.log
+
+
+def test_a_join_over_many_parts_is_shown_with_its_first_inputs_and_their_count(service):
+    join = ("computation: join\nhandler_type: echo\ninputs: [{pattern: 'parts/{i}.txt', count: 2000}]\n"
+            "output: joined.txt\n")
+    with service.client() as api:
+        assert api.post("/v1/specs", content=join).status_code == 202
+        detail = api.get("/v1/computations/join").json()
+        assert detail["inputs_count"] == 2000 and len(detail["inputs"]) == 50
+        assert detail["spec"]["inputs"] == detail["inputs"] and len(detail["missing"]) == 100
+        listed = api.get("/v1/computations").json()["computations"][0]
+        assert listed["inputs_count"] == 2000 and len(listed["inputs"]) == 50
