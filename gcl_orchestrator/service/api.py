@@ -47,6 +47,7 @@ MAX_PAGE = 1_000  # computations per page of /v1/computations
 MAX_SCAN = 200_000  # records one page may look through before it answers with a cursor (bounds the loop's time)
 SHOWN_INPUTS = 50
 COALESCE_S = 0.02  # an event stream sends at most this often
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # events: no spaces to send or parse
 LOG_TAIL_LINES = 50
 STATES = [s.value for s in State]
 PAGE_FILES = {"page.js": "text/javascript; charset=utf-8", "page.css": "text/css; charset=utf-8"}
@@ -344,7 +345,7 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
                         continue
                     if changes:
                         run = feed.run
-                        yield "".join(f"id: {run}.{c.seq}\nevent: state\ndata: {json.dumps(c.event())}\n\n"
+                        yield "".join(f"id: {run}.{c.seq}\nevent: state\ndata: {_compact(c.event())}\n\n"
                                       for c in changes)
                         cursor = f"{run}.{changes[-1].seq}"
                         continue
