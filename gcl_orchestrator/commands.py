@@ -48,7 +48,7 @@ def run(settings: RunSettings) -> int:
         token = (f"token {server.token} (set {TOKEN_ENV} to choose it)" if server.generated
                  else f"token from {TOKEN_ENV}")
         log.warning("API at %s, %s; the live page: %s/?token=%s", server.url, token, server.url,
-                    server.token if server.generated else "$" + TOKEN_ENV)
+                    server.token if server.generated else f"<the value of {TOKEN_ENV}>")
 
     def stop(signum: int, _frame: object) -> None:
         orchestrator.request_stop()

@@ -1456,7 +1456,38 @@ class Scheduler:
                 cycle = self._find_cycle(spec)
                 if cycle is not None:
                     refused.append((name, str(CycleError(name, cycle))))
+        refused += self._cycles_among(specs)
         return refused
+
+    @staticmethod
+    def _cycles_among(specs: Iterable[ComputationSpec]) -> list[tuple[str, str]]:
+        """Cycles the specs close among themselves (what reads an output of theirs is theirs too)."""
+        by_output = {spec.output: spec for spec in specs}
+        found: list[tuple[str, str]] = []
+        done: set[str] = set()
+        for start in by_output.values():
+            path: list[str] = []  # depth-first, with an explicit stack: a chain may be long
+            stack = [(start, iter(start.inputs))]
+            on_path = {start.computation}
+            path.append(start.computation)
+            while stack:
+                spec, inputs = stack[-1]
+                nxt = next((by_output[k] for k in inputs if k in by_output), None)
+                if nxt is None:
+                    stack.pop()
+                    done.add(path.pop())
+                    on_path.discard(spec.computation)
+                    continue
+                if nxt.computation in on_path:
+                    cycle = path[path.index(nxt.computation):] + [nxt.computation]
+                    found.append((nxt.computation, f"computation {nxt.computation!r} is part of a cycle: "
+                                                   + " -> ".join(cycle)))
+                    return found
+                if nxt.computation not in done:
+                    stack.append((nxt, iter(nxt.inputs)))
+                    on_path.add(nxt.computation)
+                    path.append(nxt.computation)
+        return found
 
     def record(self, computation: str) -> ComputationRecord | None:
         return self._records.get(computation)

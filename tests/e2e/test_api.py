@@ -126,6 +126,11 @@ def test_a_broken_submission_is_refused_with_every_problem_and_nothing_registere
             "copy-again: computation 'copy-again' is already declared differently (by "
             f"'{api.get('/v1/computations/copy').json()['source']}'); names must be unique"]
         assert api.get("/v1/computations/fresh").status_code == 404
+        cycle = ("computation: ca\nhandler_type: echo\ninputs: [cb.txt]\noutput: ca.txt\n---\n"
+                 "computation: cb\nhandler_type: echo\ninputs: [ca.txt]\noutput: cb.txt\n")
+        refused = api.post("/v1/specs", content=cycle)
+        assert refused.status_code == 400 and "cycle: ca -> cb -> ca" in refused.json()["problems"][0]
+        assert api.get("/v1/computations/ca").status_code == 404
         too_big = api.post("/v1/specs", content=b"#" * (1 << 21))
         assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
         assert len(list((service.root / "submitted").iterdir())) == 1  # only the accepted one was kept

@@ -52,13 +52,18 @@ def test_the_page_shows_the_graph_growing_and_changing_colour_and_a_click_opens_
     page.wait_for_selector("#connection[data-state=live]", timeout=20_000)
     # When a chain is submitted whose input is not there yet, its nodes appear, waiting
     with service.client() as api:
-        chain = ("computation: copy\nhandler_type: echo\ninputs: [in.txt]\noutput: copy.txt\n---\n"
-                 "computation: copy-again\nhandler_type: echo\ninputs: [copy.txt]\noutput: copy2.txt\n---\n"
+        # (the reader first: the page places each node right of what it reads, whatever order they come in)
+        chain = ("computation: copy-again\nhandler_type: echo\ninputs: [copy.txt]\noutput: copy2.txt\n---\n"
+                 "computation: copy\nhandler_type: echo\ninputs: [in.txt]\noutput: copy.txt\n---\n"
                  "computation: broken\nhandler_type: chatty\ninputs: [copy.txt]\noutput: chatty.txt\n"
                  "retry: {max_attempts: 1}\n")
         assert api.post("/v1/specs", content=chain).status_code == 202
     page.wait_for_selector('g.node[data-computation="copy-again"][data-state="waiting"]', timeout=20_000)
     page.screenshot(path=str(ARTIFACTS / "live-page-waiting.png"))
+
+    def x_of(name):
+        return float(page.get_attribute(f'g.node[data-computation="{name}"] rect', "x"))
+    assert x_of("copy-again") > x_of("copy")
     # When the input arrives, they run and turn green (and the failing one red)
     (service.root / "in.txt").write_text("hello")
     page.wait_for_selector('g.node[data-computation="copy-again"][data-state="done"]', timeout=30_000)
@@ -72,9 +77,14 @@ def test_the_page_shows_the_graph_growing_and_changing_colour_and_a_click_opens_
     assert page.inner_text("#d-name") == "broken"
     assert "the first attempt always fails" in page.inner_text("#d-error")
     assert '"handler_type": "chatty"' in page.inner_text("#d-spec")
+    assert page.is_disabled("#d-cancel") and not page.is_disabled("#d-rerun")  # failed: nothing to stop
     page.wait_for_function("document.getElementById('d-log').textContent.includes('printed by broken')",
                            timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "live-page-details.png"))
+    # Loaded afresh (the graph read whole, in registration order), the reader is still right of what it reads
+    page.reload()
+    page.wait_for_selector('g.node[data-computation="copy-again"][data-state="done"]', timeout=20_000)
+    assert x_of("copy-again") > x_of("copy")
 
 
 def test_a_graph_too_large_to_draw_is_grouped_by_handler_type(service, browser):

@@ -97,3 +97,12 @@ def test_state_changes_are_recorded_in_order_only_when_asked_for():
     c.handle([ComputationSucceeded("quiet", 1, "e1", ()), ObjectAvailable("g", (spec("x", inputs=["out/quiet"]),),
                                                                           None, "e2")], 5.0)
     assert c.changes == [("quiet", State.DONE, 5.0), ("x", State.READY, 5.0), ("x", State.RUNNING, 5.0)]
+
+
+def test_refusals_name_a_cycle_the_submitted_specs_close_among_themselves_and_register_nothing():
+    c = core(slots=1)
+    a, b = spec("ca", inputs=["out/cb"]), spec("cb", inputs=["out/ca"])
+    refused = c.refusals("api", [spec("free"), a, b])
+    assert refused == [("ca", "computation 'ca' is part of a cycle: ca -> cb -> ca")]
+    assert c.record("ca") is None and len(c) == 0
+    assert c.refusals("api", [spec("x", inputs=["out/y"]), spec("y")]) == []  # a chain is no cycle

@@ -45,6 +45,36 @@ function addNode(name, state, handlerType, output, inputs) {
   return node;
 }
 
+function relayout() {
+  // Each node one column right of its deepest producer, computed once for all (memoized, no recursion: a chain
+  // may be thousands long).
+  const depth = new Map();
+  for (const start of nodes.values()) {
+    const stack = [start];
+    while (stack.length) {
+      const node = stack[stack.length - 1];
+      if (depth.has(node.name)) { stack.pop(); continue; }
+      let pending = false, d = 0;
+      for (const key of node.inputs) {
+        const producer = nodes.get(producerOf.get(key));
+        if (!producer || producer === node) continue;
+        if (!depth.has(producer.name)) {
+          if (!stack.includes(producer)) { stack.push(producer); pending = true; }
+        } else {
+          d = Math.max(d, depth.get(producer.name) + 1);
+        }
+      }
+      if (!pending) { depth.set(node.name, d); stack.pop(); }
+    }
+  }
+  rows.clear();
+  for (const node of nodes.values()) {
+    node.depth = depth.get(node.name) || 0;
+    node.row = rows.get(node.depth) || 0;
+    rows.set(node.depth, node.row + 1);
+  }
+}
+
 function reset() {
   nodes.clear(); producerOf.clear(); rows.clear();
 }
@@ -67,6 +97,7 @@ async function load() {
   const computations = graph.nodes.filter(n => n.type === "computation");
   for (const c of computations) producerOf.set(outputs.get(c.id), c.id);
   for (const c of computations) addNode(c.id, c.state, c.handler_type, outputs.get(c.id), inputs.get(c.id));
+  relayout();  // registration order need not be the graph's order (after a restart, say)
   scheduleDraw();
   listen(status.last_event_id);
 }
@@ -85,6 +116,7 @@ function listen(lastId) {
     } else {
       total += 1;
       addNode(change.computation, change.state, change.handler_type, change.output, change.inputs);
+      if (nodes.size <= MAX_DRAWN) relayoutSoon();  // it may feed nodes drawn already
     }
     if (selected === change.computation) showDetails(change.computation);
     scheduleDraw();
@@ -92,10 +124,20 @@ function listen(lastId) {
   source.addEventListener("reset", () => { source.close(); load(); });
 }
 
+let relayoutPending = false;
+function relayoutSoon() {
+  relayoutPending = true;
+  scheduleDraw();
+}
+
 function scheduleDraw() {
   if (drawPending) return;
   drawPending = true;
-  requestAnimationFrame(() => { drawPending = false; draw(); });
+  requestAnimationFrame(() => {
+    drawPending = false;
+    if (relayoutPending) { relayoutPending = false; relayout(); }
+    draw();
+  });
 }
 
 function drawCounts() {
@@ -218,6 +260,8 @@ async function showDetails(name) {
   }
   if (selected !== name) return;
   document.getElementById("d-actions").hidden = false;
+  const settled = ["done", "failed", "upstream-failed", "retired"].includes(c.state);
+  document.getElementById("d-cancel").disabled = settled;  // nothing left to stop
   document.getElementById("d-name").textContent = c.computation;
   const state = document.getElementById("d-state");
   state.textContent = c.state; state.style.background = colour(c.state); state.dataset.state = c.state;
