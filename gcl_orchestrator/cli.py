@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--api", metavar="HOST:PORT", help="the HTTP API of a running orchestrator (default: "
                        "GCLO_API_URL)")
         p.add_argument("--token", help="its token (default: GCLO_API_TOKEN)")
-        p.add_argument("--store", help="without an API: " + store_help)
+        p.add_argument("--store", help="where no API is named: " + store_help)
         p.add_argument("--endpoint-url", metavar="URL", help=endpoint_help)
 
     sb = sub.add_parser("submit", help="hand a GCL document to a running orchestrator",

@@ -189,7 +189,18 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
         if not specs:
             raise ApiError(400, "the document declares no computation", problems=["(document): no computation"])
         key = submission_key()
-        refused = await on_loop(lambda: core.refusals(key, specs))
+
+        def check() -> tuple[list[tuple[str, str]], str | None]:
+            records = [core.record(spec.computation) for spec in specs]
+            if all(r is not None and r.spec == spec and r.state is not State.RETIRED
+                   for r, spec in zip(records, specs)):
+                return [], records[0].source  # the same document again: kept already, nothing to write
+            return core.refusals(key, specs), None
+        refused, kept_at = await on_loop(check)
+        if kept_at is not None:
+            answer = await on_loop(lambda: [{"computation": s.computation, "state": r.state.value}
+                                            for s in specs if (r := core.record(s.computation)) is not None])
+            return JSONResponse({"source": kept_at, "computations": answer}, status_code=202)
         if refused:
             return _error(400, f"refused ({len(refused)} problem{'s' if len(refused) != 1 else ''}); nothing was "
                                "registered", problems=[f"{name}: {reason}" for name, reason in refused])

@@ -92,6 +92,9 @@ def test_a_submission_is_answered_with_each_state_and_kept_in_the_store(service)
         assert doc["computations"] == [{"computation": "copy", "state": "waiting"},
                                        {"computation": "copy-again", "state": "waiting"}]
         assert doc["source"].startswith("submitted/") and (service.root / doc["source"]).exists()
+        again = api.post("/v1/specs", content=GOOD)  # the same document again: the same answer, no new object
+        assert again.status_code == 202 and again.json()["source"] == doc["source"]
+        assert len(list((service.root / "submitted").iterdir())) == 1
         (service.root / "in.txt").write_text("hello")
         wait_until(lambda: api.get("/v1/computations/copy-again").json()["state"] == "done", 30, "the chain")
         detail = api.get("/v1/computations/copy").json()
