@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-from ..core import Scheduler, SchedulerConfig
+from ..core import ComputationRecord, Scheduler, SchedulerConfig
 from ..errors import GclError, InvalidKeyError, ObjectNotFound, RulesError, UnknownHandlerType, UnreadableObject
 from ..interfaces import EventSource, Executor, ObjectStore, Task
 from ..model import (
@@ -514,14 +514,8 @@ class Orchestrator:
                     if self.journal is not None:
                         self.journal.removed(ev.key)
                     batch.append(ev)
-            elif kind is RerunRequested:
-                batch.append(self._rerun_target(ev))
-                if ev.ack is not None:
-                    acks.append(ev.ack)
-            elif kind is CancelRequested:
-                target = self._named(ev)
-                log.warning("cancel  %s requested (%s)", target.computation, ev.source or "gclo cancel")
-                batch.append(target)
+            elif kind is RerunRequested or kind is CancelRequested:
+                batch.append(self.requested(ev))
                 if ev.ack is not None:
                     acks.append(ev.ack)
             elif kind is LoopCall:
@@ -653,21 +647,26 @@ class Orchestrator:
         except ObjectNotFound:
             return None
 
-    def _rerun_target(self, ev: RerunRequested) -> RerunRequested:
-        """`gclo rerun` names a computation or a key: a key means the computation that produces it."""
-        target = self._named(ev)
-        produces = f" (which produces {ev.computation})" if target is not ev else ""
-        log.info("rerun   %s%s%s requested (%s)", target.computation, produces,
-                 " and downstream" if ev.downstream else "", ev.source or "gclo rerun")
-        return target
+    def named(self, name: str) -> ComputationRecord | None:
+        """The computation of that name, or the one producing the key of that name (read on the loop thread)."""
+        rec = self.core.record(name)
+        if rec is None:
+            producer = self.core.producer_of(name)
+            rec = self.core.record(producer) if producer is not None else None
+        return rec
 
-    def _named(self, ev: Any) -> Any:
-        """A request naming a key instead of a computation is about the computation that produces that key."""
-        if self.core.record(ev.computation) is None:
-            producer = self.core.producer_of(ev.computation)
-            if producer is not None:
-                return dataclasses.replace(ev, computation=producer)
-        return ev
+    def requested(self, ev: RerunRequested | CancelRequested) -> RerunRequested | CancelRequested:
+        """A rerun or cancel asked for (`gclo rerun`, `gclo cancel`, the HTTP API), logged, and made about the
+        computation it means: one naming a key is about the computation that produces that key."""
+        rec = self.named(ev.computation)
+        target = ev if rec is None or rec.name == ev.computation else dataclasses.replace(ev, computation=rec.name)
+        produces = f" (which produces {ev.computation})" if target is not ev else ""
+        if isinstance(ev, CancelRequested):
+            log.warning("cancel  %s requested (%s)", target.computation, ev.source or "gclo cancel")
+        else:
+            log.info("rerun   %s%s%s requested (%s)", target.computation, produces,
+                     " and downstream" if ev.downstream else "", ev.source or "gclo rerun")
+        return target
 
     def _refuse_key(self, key: str, reason: str) -> None:
         """A key the S3 API allows but GCL does not (a console folder marker, `a//b`): acknowledged, reported

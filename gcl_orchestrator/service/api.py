@@ -119,13 +119,7 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
                 return _error(exc.status, exc.message, **exc.extra)
         return run
 
-    def find(name: str) -> Any:
-        """On the loop: the computation of that name, or the one producing the key of that name."""
-        rec = core.record(name)
-        if rec is None:
-            producer = core.producer_of(name)
-            rec = core.record(producer) if producer is not None else None
-        return rec
+    find = orchestrator.named  # on the loop: a computation, or the one producing a key of that name
 
     def brief(rec: Any) -> dict[str, Any]:
         item = computation_item(rec)
@@ -190,16 +184,14 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
             raise ApiError(400, "the document declares no computation", problems=["(document): no computation"])
         key = submission_key()
 
-        def check() -> tuple[list[tuple[str, str]], str | None]:
+        def check() -> tuple[list[tuple[str, str]], str | None, list[dict[str, Any]]]:
             records = [core.record(spec.computation) for spec in specs]
             if all(r is not None and r.spec == spec and r.state is not State.RETIRED
-                   for r, spec in zip(records, specs)):
-                return [], records[0].source  # the same document again: kept already, nothing to write
-            return core.refusals(key, specs), None
-        refused, kept_at = await on_loop(check)
+                   for r, spec in zip(records, specs)):  # the same document again: kept already, nothing to write
+                return [], records[0].source, [{"computation": r.name, "state": r.state.value} for r in records]
+            return core.refusals(key, specs), None, []
+        refused, kept_at, answer = await on_loop(check)
         if kept_at is not None:
-            answer = await on_loop(lambda: [{"computation": s.computation, "state": r.state.value}
-                                            for s in specs if (r := core.record(s.computation)) is not None])
             return JSONResponse({"source": kept_at, "computations": answer}, status_code=202)
         if refused:
             return _error(400, f"refused ({len(refused)} problem{'s' if len(refused) != 1 else ''}); nothing was "
@@ -282,8 +274,7 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
                 return 409, {"error": f"computation {rec.name!r} is {rec.state.value} already: nothing to cancel",
                              "computation": rec.name, "state": rec.state.value}
             was = rec.state.value
-            log.warning("cancel  %s requested (%s)", rec.name, who)
-            orchestrator.feed([CancelRequested(rec.name, who)])
+            orchestrator.feed([orchestrator.requested(CancelRequested(rec.name, who))])
             return 200, {"computation": rec.name, "was": was, "state": rec.state.value}
         code, doc = await on_loop(act)
         return JSONResponse(doc, status_code=code)
@@ -298,8 +289,7 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
             if rec is None:
                 return 404, {"error": f"no computation {name!r} to run again, and none produces a key of that "
                                       "name"}
-            log.info("rerun   %s%s requested (%s)", rec.name, " and downstream" if downstream else "", who)
-            orchestrator.feed([RerunRequested(rec.name, downstream, who)])
+            orchestrator.feed([orchestrator.requested(RerunRequested(rec.name, downstream, who))])
             return 202, {"computation": rec.name, "state": rec.state.value, "downstream": downstream}
         code, doc = await on_loop(act)
         return JSONResponse(doc, status_code=code)
