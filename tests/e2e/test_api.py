@@ -29,6 +29,7 @@ class ApiService(Service):
 
     def __init__(self, root, *extra: str, env_token: bool = True):
         import os
+        self.root = root
         self._env = os.environ.copy()
         if env_token:
             self._env["GCLO_API_TOKEN"] = TOKEN
@@ -53,7 +54,6 @@ def service(tmp_path):
     root = tmp_path / "bucket"
     LocalDirectoryStore(root)
     svc = ApiService(root)
-    svc.root = root
     yield svc
     code = svc.stop()
     assert code == 130, svc.log[-3000:]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gcl_orchestrator.storage import LocalDirectoryStore
+from . import test_api
+from .test_api import TOKEN
 
-from .test_api import TOKEN, ApiService
+service = test_api.service  # the fixture: gclo run --api on a local directory, stopped and checked after
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -31,17 +32,6 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser
         browser.close()
-
-
-@pytest.fixture
-def service(tmp_path):
-    root = tmp_path / "bucket"
-    LocalDirectoryStore(root)
-    svc = ApiService(root)
-    svc.root = root
-    yield svc
-    svc.stop()
-    assert "Traceback" not in svc.log, svc.log[-3000:]
 
 
 def test_the_page_shows_the_graph_growing_and_changing_colour_and_a_click_opens_the_details(service, browser):
