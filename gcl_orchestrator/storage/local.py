@@ -1,11 +1,18 @@
 """The local-directory ObjectStore, the embedded default: an object's key is its path under the root, so
-`cp data.csv ROOT/incoming/` drops a file. Metadata lives under `ROOT/.gclo/local/meta/`, never beside user files,
-one file per version of an object, so that writers never overwrite each other's.
+`cp data.csv ROOT/incoming/` drops a file. An object's metadata (with the MD5 of its bytes and the version it
+belongs to) is an extended attribute of its file, `user.gclo.meta`, where the filesystem has them; otherwise, and
+for metadata too large for one, a file under `ROOT/.gclo/local/meta/`, one per version of an object, never beside
+user files. Either way it belongs to one version: a file rewritten by another tool (`cp` over it) has none.
 
-Writes are atomic without any lock: the body goes to a temporary file first, its metadata to a file named by the
-temporary file's version, then `put` renames the file into place and `create` hard-links it there, which fails if
-the key exists (whoever links first wins, and a tool that ignores our locks, `cp` or rsync, cannot make two
-`create`s both succeed). With `fsync`, the file and its directory are flushed to disk before a write returns.
+Writes are atomic without any lock: the body goes to a temporary file first, with its metadata (the attribute,
+or a file named by the temporary file's version), then `put` renames the file into place and `create`
+hard-links it there, which fails if the key exists (whoever links first wins, and a tool that ignores our locks,
+`cp` or rsync, cannot make two `create`s both succeed). With `fsync`, the file and its directory are flushed to
+disk before a write returns.
+
+Why an attribute: creating a file is most of what a write costs here, and the attribute saves one file per
+object (a metadata file is an inode of its own, and the filesystem's inode allocation dominated the workers'
+time at scale).
 """
 from __future__ import annotations
 
@@ -39,6 +46,9 @@ INTERNAL_DIR = RESERVED_PREFIX + "local/"
 META_DIR = INTERNAL_DIR + "meta/"
 TMP_DIR = INTERNAL_DIR + "tmp/"
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.EIO}
+XATTR = "user.gclo.meta"
+_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES}  # the filesystem keeps none for us
+_NO_ATTRIBUTE = {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES}
 
 
 def file_version(st: os.stat_result) -> str:
@@ -55,9 +65,13 @@ LOCK_DIR = INTERNAL_DIR + "lock/"
 class LocalDirectoryStore(ObjectStore):
     etag_is_digest = False  # an etag here is a stamp of the file (inode, size, time); the digest is kept apart
 
-    def __init__(self, root: str | os.PathLike[str], create: bool = True, fsync: bool = False):
+    def __init__(self, root: str | os.PathLike[str], create: bool = True, fsync: bool = False,
+                 xattrs: bool = True):
+        """`xattrs=False` keeps every object's metadata in a file (as on a filesystem without extended
+        attributes, which is also found out at the first write); both ways are read whichever is used."""
         self.root = Path(root).expanduser().resolve()
         self.fsync = fsync
+        self._xattrs = xattrs and hasattr(os, "setxattr")
         if not self.root.is_dir():
             if not create:
                 raise PermanentStorageError(f"store directory {self.root} does not exist")
@@ -149,6 +163,10 @@ class LocalDirectoryStore(ObjectStore):
         digest = None
         if with_metadata:
             meta = {}
+            record = _read_xattr(self._root_prefix + key)
+            if isinstance(record, dict) and record.get("version") == version:
+                return ObjectInfo(key, version, st.st_size, st.st_mtime, dict(record.get("metadata") or {}),
+                                  record.get("md5"))
             for path in (self._meta_path(key, version), self._legacy_meta_path(key)):
                 try:
                     with open(path, "rb") as fh:
@@ -220,13 +238,13 @@ class LocalDirectoryStore(ObjectStore):
         with _os_errors(key):
             if not _check_parents(self._root_prefix, key):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp: str | None = self._temp_file(body)
+            tmp, st, in_xattr = self._temp_file(body, meta, digest)
             meta_path: str | None = None
             try:
-                st = os.stat(tmp)
                 version = file_version(st)
-                meta_path = self._meta_path(key, version)
-                self._write_meta(meta_path, {"version": version, "metadata": meta, "md5": digest})
+                if not in_xattr:
+                    meta_path = self._meta_path(key, version)
+                    self._write_meta(meta_path, {"version": version, "metadata": meta, "md5": digest})
                 old = None if exclusive else _version_or_none(path)
                 if exclusive:
                     try:
@@ -306,7 +324,9 @@ class LocalDirectoryStore(ObjectStore):
         if self.fsync:
             _fsync_directory(os.path.dirname(path))
 
-    def _temp_file(self, body: bytes) -> str:
+    def _temp_file(self, body: bytes, meta: dict[str, str], digest: str) -> tuple[str, os.stat_result, bool]:
+        """The body in a new temporary file, with the metadata as its attribute where it can be: (its name, its
+        stat, whether the attribute holds the metadata)."""
         # Unique by process, thread and a counter; O_EXCL still refuses to reuse a name left by a crash.
         name = f"{self._tmp_dir}/w-{os.getpid()}-{threading.get_ident():x}-{next(self._names)}"
         try:
@@ -317,13 +337,25 @@ class LocalDirectoryStore(ObjectStore):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(body)
+                fh.flush()
+                st = os.fstat(fd)  # the version: setting an attribute changes neither the size nor the time
+                in_xattr = self._xattrs and self._set_xattr(fd, {"version": file_version(st), "metadata": meta,
+                                                                 "md5": digest})
                 if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
         except BaseException:
             _unlink(name)
             raise
-        return name
+        return name, st, in_xattr
+
+    def _set_xattr(self, fd: int, record: dict) -> bool:
+        try:
+            os.setxattr(fd, XATTR, json.dumps(record, separators=(",", ":")).encode())
+            return True
+        except OSError as exc:
+            if exc.errno in _NO_XATTRS:
+                self._xattrs = False  # this filesystem keeps none: metadata files from now on
+            return False  # too large for one (ENOSPC, E2BIG): a metadata file for this one
 
     def startup_check(self, verify_create: bool = True) -> list[str]:
         """Temporary files left by writers that died are removed (a file whose writing process is gone, or
@@ -358,6 +390,18 @@ class LocalDirectoryStore(ObjectStore):
             if version is not None:
                 _unlink(self._meta_path(key, version))
             _unlink(self._legacy_meta_path(key))
+
+
+def _read_xattr(path: str) -> object:
+    """The metadata record kept as the file's attribute, or None."""
+    try:
+        return json.loads(os.getxattr(path, XATTR))
+    except OSError as exc:
+        if exc.errno in _NO_ATTRIBUTE or exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise
+    except (ValueError, AttributeError):
+        return None  # damaged, or a platform without attributes: the metadata files say
 
 
 def _is_file(st: os.stat_result) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from gcl_orchestrator.storage import LocalDirectoryStore, MemoryObjectStore, S3ObjectStore
 
-STORES = ["memory", "local", "s3-seaweedfs", "s3-moto"]
+STORES = ["memory", "local", "local-files", "s3-seaweedfs", "s3-moto"]
 
 
 def s3_endpoint(kind: str, request) -> str:
@@ -28,6 +28,8 @@ def make_store(kind: str, tmp_path, request=None):
         return MemoryObjectStore(f"contract-{uuid.uuid4().hex[:8]}")
     if kind == "local":
         return LocalDirectoryStore(tmp_path / "store")
+    if kind == "local-files":  # metadata in files of its own, as on a filesystem without extended attributes
+        return LocalDirectoryStore(tmp_path / "store", xattrs=False)
     if kind.startswith("s3-"):
         endpoint = s3_endpoint(kind, request)
         return S3ObjectStore(new_bucket(endpoint), endpoint_url=endpoint)
