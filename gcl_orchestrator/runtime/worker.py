@@ -272,7 +272,11 @@ class _Inbox:
                 continue
             with self._cond:
                 if item is None:
+                    # Told to stop, or the orchestrator is gone (killed): the running attempt ends and commits,
+                    # but what waits behind it is not started: nobody would hear of it, and a restarted
+                    # orchestrator dispatches it again.
                     self._closed = True
+                    self._tasks.clear()
                     self._cond.notify()
                     return
                 if self._blocked:

@@ -137,3 +137,22 @@ def test_tasks_queued_behind_a_task_whose_worker_dies_run_on_its_replacement(sto
         got = {o.computation: o for o in outcomes(q, 3, timeout=20)}
     assert isinstance(got["boom"], ComputationFailed) and got["boom"].worker_lost
     assert isinstance(got["next1"], ComputationSucceeded) and isinstance(got["next2"], ComputationSucceeded)
+
+
+def test_a_worker_whose_orchestrator_is_gone_starts_nothing_that_waited_behind_its_attempt():
+    # kill -9 of the orchestrator closes the worker's pipe: the attempt running finishes (its commit is a fact),
+    # but the tasks sent ahead to keep the worker busy are not started, since nobody would hear their outcome
+    import multiprocessing
+
+    from gcl_orchestrator.runtime.worker import _Inbox
+
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    inbox = _Inbox(theirs)
+    queued = Task(spec_from_mapping({"computation": "c", "handler_type": "leaf", "inputs": ["a"], "output": "b"}),
+                  1, "memory://x")
+    ours.send(queued)
+    ours.close()
+    deadline = time.monotonic() + 5
+    while not inbox._closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert inbox._closed and inbox.next() is None
