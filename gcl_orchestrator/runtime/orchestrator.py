@@ -61,7 +61,7 @@ from ..gcl.metadata import META_RUN, gcl_fingerprint
 from ..journal import Journal, JournalConflict, Known, load_journal
 from ..sources.requests import RequestSource
 from ..supervise import start_thread
-from ..views.status import build_status, write_status
+from ..views.status import StatusParts, write_status
 from .handlers import HandlerRegistry
 from .notifier import Notifier
 
@@ -215,7 +215,8 @@ SourceFactory = Callable[[Mapping[str, str]], Sequence[EventSource]]
 
 class _StatusWriter:
     """Encodes and writes the status document on a thread of its own: the loop only builds it (that reads the
-    core), so a large graph's document never holds up scheduling. Only the newest document waiting is written."""
+    core), so a large graph's document never holds up scheduling. Only the newest summary waiting is written,
+    with the parts of every document it replaced."""
 
     def __init__(self, store: ObjectStore, report: Callable[[object], None]):
         self.store = store
@@ -232,6 +233,8 @@ class _StatusWriter:
 
     def submit(self, doc: dict[str, Any]) -> None:
         with self._cond:
+            if self._pending is not None:  # not written yet: its parts go with the newer summary (newer win)
+                doc["part_items"] = {**self._pending.get("part_items", {}), **doc.get("part_items", {})}
             self._pending = doc
             self._cond.notify()
 
@@ -317,11 +320,12 @@ class Orchestrator:
         self.options = options or RunOptions()
         scheduling = scheduling or SchedulerConfig(pools=(PoolSpec("general", executor.capacity),))
         self.core = Scheduler(config=dataclasses.replace(scheduling, prefetch=executor.prefetch))
-        # Told every state change, on the loop thread, once per batch (the HTTP API's event stream); the core
-        # records them only when someone watches.
+        # Told every state change, on the loop thread, once per batch (the HTTP API's event stream). The status
+        # parts follow them too: a status write rebuilds only the parts whose computations changed.
         self._watcher = watcher
-        if watcher is not None:
-            self.core.changes = []
+        self.core.changes = []
+        self._status_parts = StatusParts()
+        self._status_changed: set[str] = set()  # computations whose state changed since the last status write
         self.queue = EventQueue()
         self._incidents: collections.deque[dict[str, Any]] = collections.deque(maxlen=200)
         self.incident_total = 0
@@ -771,12 +775,14 @@ class Orchestrator:
             if tasks:
                 self.executor.submit_all(tasks)
         changes = self.core.changes
-        if changes and self._watcher is not None:
+        if changes:
             self.core.changes = []
-            try:
-                self._watcher(changes, self.core)
-            except Exception:  # a watcher's bug must not stop the graph
-                log.exception("the state-change watcher failed; its changes are dropped")
+            self._status_changed.update(change[0] for change in changes)
+            if self._watcher is not None:
+                try:
+                    self._watcher(changes, self.core)
+                except Exception:  # a watcher's bug must not stop the graph
+                    log.exception("the state-change watcher failed; its changes are dropped")
         self._dirty = True
 
     def _read_gcl(self, key: str) -> list[ObjectAvailable]:
@@ -966,7 +972,9 @@ class Orchestrator:
         returns how long the loop spent on it."""
         started = time.monotonic()
         self._info["handlers"] = self.handler_types.types()
-        doc = build_status(self.core, dict(self._info), self._incidents, time.time())
+        changed, self._status_changed = self._status_changed, set()
+        self._status_parts.changed(changed, self.core)
+        doc = self._status_parts.document(self.core, dict(self._info), self._incidents, time.time())
         self._dirty = False
         if background:
             self._status.submit(doc)

@@ -2,10 +2,17 @@
 process or machine, and rendered as a table for people.
 
 In the store it is a small summary at `.gclo/state/status.json` (counts, the orchestrator, rejections, deadlocks,
-incidents) and, for each state that has computations, a part of its own with them
-(`.gclo/state/computations/STATE.json.gz`, gzip'd JSON), named by the summary. A reader that shows one state reads
-the summary and that part alone: the failed computations of a million-computation graph are one small object.
-Parts are written before the summary that names them, so a part may be one write newer than the summary.
+incidents) and, for each state that has computations, parts of its own with them
+(`.gclo/state/computations/STATE-N.json.gz`, gzip'd JSON, up to CHUNK computations each), named by the summary. A
+reader that shows one state reads the summary and that state's parts alone: the failed computations of a
+million-computation graph are one small object. Parts are written before the summary that names them, so a part
+may be one write newer than the summary.
+
+The orchestrator keeps the parts up to date from the core's state changes (`StatusParts`): a write rebuilds and
+rewrites only the parts whose members changed state since the last one (a computation that settles joins the
+newest part of its state), and the parts of waiting computations, whose missing inputs shrink without a change of
+state. So a write costs what changed, not the size of the graph: on a million-computation run the done
+computations that finished long ago are never encoded again.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import gzip
 import heapq
 import json
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ..core import ComputationRecord, Scheduler
 from ..errors import ObjectNotFound, StorageError
@@ -22,7 +29,8 @@ from ..model import RESERVED_PREFIX, State
 
 STATUS_KEY = RESERVED_PREFIX + "state/status.json"
 PARTS_PREFIX = RESERVED_PREFIX + "state/computations/"
-FORMAT = 2  # 1: the computations inside the summary (still read)
+FORMAT = 3  # 1: the computations inside the summary; 2: one part per state (both still read)
+CHUNK = 10_000  # computations per part
 SHOWN_MISSING = 100  # missing inputs listed per computation; a join waiting for 100,000 parts says how many
 
 
@@ -75,13 +83,80 @@ def computation_item(rec: ComputationRecord) -> dict[str, Any]:
 def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Iterable[dict[str, Any]],
                  now: float) -> dict[str, Any]:
     """A full snapshot (a scan of the graph: taken on an interval, never per event)."""
-    computations = [computation_item(rec) for rec in core.records()]
+    return {**_summary(core, orchestrator, incidents, now),
+            "computations": [computation_item(rec) for rec in core.records()]}
+
+
+class StatusParts:
+    """Which part each computation is in, kept from the core's state changes, so that a status write rebuilds
+    only the parts that changed (see the module). Runs on the loop thread; holds names and part numbers only
+    (the items are built from the core's records when a part is written)."""
+
+    def __init__(self) -> None:
+        self._part_of: dict[str, int] = {}  # computation -> part number
+        self._members: list[set[str]] = []  # part number -> its computations
+        self._state: list[str] = []  # part number -> the state its computations are in
+        self._newest: dict[str, int] = {}  # state -> the part that takes its newcomers
+        self._dirty: set[int] = set()
+
+    def changed(self, names: Iterable[str], core: Scheduler) -> None:
+        """Computations whose state changed (the core's `changes`, or every one at first)."""
+        for name in names:
+            rec = core.record(name)
+            state = rec.state.value if rec is not None else None
+            part = self._part_of.get(name)
+            if part is not None:
+                self._dirty.add(part)
+                if self._state[part] == state:
+                    continue  # through another state and back: its item changed, its part did not
+                self._members[part].discard(name)
+                del self._part_of[name]
+            if state is not None:
+                part = self._part_for(state)
+                self._members[part].add(name)
+                self._part_of[name] = part
+                self._dirty.add(part)
+
+    def _part_for(self, state: str) -> int:
+        part = self._newest.get(state)
+        if part is None or len(self._members[part]) >= CHUNK:
+            part = len(self._members)
+            self._members.append(set())
+            self._state.append(state)
+            self._newest[state] = part
+        return part
+
+    def key(self, part: int) -> str:
+        return f"{PARTS_PREFIX}{self._state[part]}-{part:05d}.json.gz"
+
+    def document(self, core: Scheduler, orchestrator: dict[str, Any], incidents: Iterable[dict[str, Any]],
+                 now: float) -> dict[str, Any]:
+        """The summary, with the items of the parts due to be written (`part_items`, by key)."""
+        waiting = State.WAITING.value
+        due = self._dirty | {p for p, state in enumerate(self._state) if state == waiting and self._members[p]}
+        self._dirty = set()
+        records = core.record
+        part_items = {}
+        for part in sorted(due):
+            items = [computation_item(rec) for rec in map(records, sorted(self._members[part])) if rec is not None]
+            if items or part == self._newest.get(self._state[part]):
+                part_items[self.key(part)] = items
+        parts: dict[str, dict[str, Any]] = {}
+        for part, members in enumerate(self._members):
+            if members:
+                entry = parts.setdefault(self._state[part], {"keys": [], "count": 0})
+                entry["keys"].append(self.key(part))
+                entry["count"] += len(members)
+        return {**_summary(core, orchestrator, incidents, now), "parts": parts, "part_items": part_items}
+
+
+def _summary(core: Scheduler, orchestrator: dict[str, Any], incidents: Iterable[dict[str, Any]],
+             now: float) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "updated_at": now,
         "orchestrator": orchestrator,
         "counts": {s.value: n for s, n in core.counts().items()},
-        "computations": computations,
         "rejected": [{"source": r.source, "computation": r.computation, "reason": r.reason, "at": r.at}
                      for r in core.rejections],
         "deadlocks": [{"kind": d.kind, "computations": list(d.computations), "explanation": d.explanation}
@@ -90,18 +165,22 @@ def build_status(core: Scheduler, orchestrator: dict[str, Any], incidents: Itera
     }
 
 
-def write_status(store: ObjectStore, status: dict[str, Any]) -> None:
-    """The parts, one per state that has computations, then the summary naming them (see the module)."""
-    by_state: dict[str, list[dict[str, Any]]] = {}
-    for item in status.get("computations", ()):
-        by_state.setdefault(item["state"], []).append(item)
-    parts = {}
-    for state, items in by_state.items():
+def write_status(store: ObjectStore, status: Mapping[str, Any]) -> None:
+    """The parts due (`part_items`, from StatusParts; or a whole document's `computations`, one part per
+    state), then the summary naming them (see the module)."""
+    part_items: dict[str, list[dict[str, Any]]] = dict(status.get("part_items") or {})
+    parts = status.get("parts")
+    if "computations" in status:  # a whole document (build_status)
+        by_state: dict[str, list[dict[str, Any]]] = {}
+        for item in status["computations"]:
+            by_state.setdefault(item["state"], []).append(item)
+        part_items = {part_key(state): items for state, items in by_state.items()}
+        parts = {state: {"keys": [part_key(state)], "count": len(items)} for state, items in by_state.items()}
+    for key, items in part_items.items():
         body = gzip.compress(json.dumps(items, separators=(",", ":")).encode(), compresslevel=1)
-        store.put(part_key(state), body, {"content-type": "application/gzip"})
-        parts[state] = {"key": part_key(state), "count": len(items)}
-    summary = {k: v for k, v in status.items() if k != "computations"}
-    summary["parts"] = parts
+        store.put(key, body, {"content-type": "application/gzip"})
+    summary = {k: v for k, v in status.items() if k not in ("computations", "part_items")}
+    summary["parts"] = parts or {}
     store.put(STATUS_KEY, json.dumps(summary, separators=(",", ":")).encode(), {"content-type": "application/json"})
 
 
@@ -123,12 +202,13 @@ def read_status(store: ObjectStore, states: Iterable[str] | None = None) -> dict
     for state, part in summary.pop("parts", {}).items():
         if wanted is not None and state not in wanted:
             continue
-        try:
-            computations.extend(json.loads(gzip.decompress(store.get(part["key"]).body)))
-        except ObjectNotFound:
-            continue  # written by an older orchestrator that kept no parts; the summary's counts still say
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"{part['key']} in {store.describe()} is not gzip'd JSON ({exc})") from None
+        for key in part.get("keys") or [part["key"]]:  # format 2: one key
+            try:
+                computations.extend(json.loads(gzip.decompress(store.get(key).body)))
+            except ObjectNotFound:
+                continue  # written by an older orchestrator that kept no parts; the summary's counts still say
+            except (OSError, ValueError) as exc:
+                raise StorageError(f"{key} in {store.describe()} is not gzip'd JSON ({exc})") from None
     summary["computations"] = computations
     return summary
 
