@@ -223,6 +223,7 @@ class _StatusWriter:
         self.report = report
         self._cond = threading.Condition()
         self._pending: dict[str, Any] | None = None
+        self._unwritten: dict[str, Any] = {}  # status parts a failed write left unwritten
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_write_s = 0.0  # how long the last document took to encode and write
@@ -250,10 +251,16 @@ class _StatusWriter:
 
     def write(self, doc: dict[str, Any]) -> None:
         started = time.monotonic()
+        with self._cond:  # the parts a failed write did not write go with this one (newer win)
+            unwritten, self._unwritten = self._unwritten, {}
+        if unwritten:
+            doc["part_items"] = {**unwritten, **doc.get("part_items", {})}
         try:
             write_status(self.store, doc)
         except GclError as exc:
             log.warning("could not write status to %s: %s", self.store.describe(), exc)
+            with self._cond:
+                self._unwritten = {**doc.get("part_items", {}), **self._unwritten}
         self.last_write_s = time.monotonic() - started
 
     def stop(self) -> None:

@@ -119,3 +119,25 @@ def test_a_waiting_computation_s_part_is_written_each_time_as_its_inputs_arrive(
     _follow(core, parts, [ObjectAvailable("a")], 2.0)  # no change of state, one input fewer missing
     (items,) = parts.document(core, {}, [], 2.0)["part_items"].values()
     assert items[0]["missing"] == ["b"]
+
+
+def test_parts_a_failed_status_write_left_unwritten_go_with_the_next_write():
+    from gcl_orchestrator.errors import TransientStorageError
+    from gcl_orchestrator.runtime.orchestrator import _StatusWriter
+
+    class FailsOnce(MemoryObjectStore):
+        failed = False
+
+        def put(self, key, body, metadata=None):
+            if not self.failed:
+                self.failed = True
+                raise TransientStorageError("the store is away")
+            return super().put(key, body, metadata)
+
+    store = FailsOnce()
+    writer = _StatusWriter(store, lambda event: None)
+    a, b = part_key("done-a"), part_key("done-b")
+    summary = {"counts": {"done": 2}, "parts": {"done": {"keys": [a, b], "count": 2}}}
+    writer.write({**summary, "part_items": {a: [item("x", "done")]}})  # fails: nothing written
+    writer.write({**summary, "part_items": {b: [item("y", "done")]}})  # a's part too
+    assert sorted(c["computation"] for c in read_status(store, ["done"])["computations"]) == ["x", "y"]
