@@ -32,6 +32,10 @@ PARTS_PREFIX = RESERVED_PREFIX + "state/computations/"
 FORMAT = 3  # 1: the computations inside the summary; 2: one part per state (both still read)
 CHUNK = 10_000  # computations per part
 SHOWN_MISSING = 100  # missing inputs listed per computation; a join waiting for 100,000 parts says how many
+# The order a reader gets the states in, as the graph flows: what has settled, what runs, what waits. So a cut
+# (`gclo graph --limit N`) shows the graph from its roots, whatever order the parts were written in.
+READING_ORDER = [s.value for s in (State.DONE, State.FAILED, State.UPSTREAM_FAILED, State.RETIRED, State.RUNNING,
+                                   State.RETRYING, State.READY, State.WAITING)]
 
 
 def part_key(state: str) -> str:
@@ -199,7 +203,9 @@ def read_status(store: ObjectStore, states: Iterable[str] | None = None) -> dict
             summary["computations"] = [c for c in summary["computations"] if c.get("state") in wanted]
         return summary
     computations: list[dict[str, Any]] = []
-    for state, part in summary.pop("parts", {}).items():
+    parts = summary.pop("parts", {})
+    for state in sorted(parts, key=lambda s: READING_ORDER.index(s) if s in READING_ORDER else len(READING_ORDER)):
+        part = parts[state]
         if wanted is not None and state not in wanted:
             continue
         for key in part.get("keys") or [part["key"]]:  # format 2: one key

@@ -45,6 +45,12 @@ def test_a_reader_of_one_state_reads_only_its_part():
     assert read_status(store, states=())["computations"] == [] and read_status(store, ())["counts"]["done"] == 1
 
 
+def test_a_reader_gets_the_settled_computations_before_those_that_run_and_those_that_wait():
+    store = MemoryObjectStore()
+    write_status(store, doc([item("w", "waiting"), item("r", "running"), item("d", "done"), item("f", "failed")]))
+    assert [c["computation"] for c in read_status(store)["computations"]] == ["d", "f", "r", "w"]
+
+
 def test_a_state_that_emptied_is_no_longer_read_and_a_summary_of_the_first_format_still_is():
     store = MemoryObjectStore()
     write_status(store, doc([item("a", "failed")]))
