@@ -34,8 +34,9 @@ CHUNK = 10_000  # computations per part
 SHOWN_MISSING = 100  # missing inputs listed per computation; a join waiting for 100,000 parts says how many
 # The order a reader gets the states in, as the graph flows: what has settled, what runs, what waits. So a cut
 # (`gclo graph --limit N`) shows the graph from its roots, whatever order the parts were written in.
-READING_ORDER = [s.value for s in (State.DONE, State.FAILED, State.UPSTREAM_FAILED, State.RETIRED, State.RUNNING,
-                                   State.RETRYING, State.READY, State.WAITING)]
+READING_ORDER = {s.value: rank for rank, s in enumerate((
+    State.DONE, State.FAILED, State.UPSTREAM_FAILED, State.RETIRED, State.RUNNING, State.RETRYING, State.READY,
+    State.WAITING))}
 
 
 def part_key(state: str) -> str:
@@ -204,7 +205,7 @@ def read_status(store: ObjectStore, states: Iterable[str] | None = None) -> dict
         return summary
     computations: list[dict[str, Any]] = []
     parts = summary.pop("parts", {})
-    for state in sorted(parts, key=lambda s: READING_ORDER.index(s) if s in READING_ORDER else len(READING_ORDER)):
+    for state in sorted(parts, key=lambda s: READING_ORDER.get(s, len(READING_ORDER))):
         part = parts[state]
         if wanted is not None and state not in wanted:
             continue
