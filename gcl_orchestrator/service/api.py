@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -47,10 +48,19 @@ MAX_PAGE = 1_000  # computations per page of /v1/computations
 MAX_SCAN = 200_000  # records one page may look through before it answers with a cursor (bounds the loop's time)
 SHOWN_INPUTS = 50
 COALESCE_S = 0.02  # an event stream sends at most this often
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # events: no spaces to send or parse
 LOG_TAIL_LINES = 50
 STATES = [s.value for s in State]
 PAGE_FILES = {"page.js": "text/javascript; charset=utf-8", "page.css": "text/css; charset=utf-8"}
+
+
+def _event_data(doc: dict[str, Any]) -> bytes:
+    """An event's data line: compact JSON, encoded by orjson (five times the standard encoder's speed: a graph
+    that registers 10,000 computations in one step sends 10,000 events at once). Text orjson refuses (a lone
+    surrogate in an error message) goes through the standard encoder, escaped."""
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 class ApiError(Exception):
@@ -334,6 +344,7 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
             feed.add_waker(waker)
             try:
                 cursor = last or feed.last_id
+                sent_at = 0.0  # the loop's clock when changes last went out
                 yield f"retry: 1000\n: connected to run {feed.run}\n\n"
                 while closing is None or not closing.is_set():
                     wake.clear()
@@ -346,18 +357,23 @@ def make_app(orchestrator: Orchestrator, store: ObjectStore, feed: ChangeFeed, m
                         continue
                     if changes:
                         run = feed.run
-                        yield "".join(f"id: {run}.{c.seq}\nevent: state\ndata: {_compact(c.event())}\n\n"
-                                      for c in changes)
+                        prefix = f"id: {run}.".encode()
+                        yield b"".join(b"%s%d\nevent: state\ndata: %s\n\n" % (prefix, c.seq, _event_data(c.event()))
+                                       for c in changes)
                         cursor = f"{run}.{changes[-1].seq}"
+                        sent_at = loop.time()
                         continue
                     try:
                         await asyncio.wait_for(wake.wait(), 15.0)
                     except asyncio.TimeoutError:
                         yield ": still here\n\n"
                         continue
-                    # What comes within a few milliseconds goes out in one write: a busy graph then costs the
-                    # orchestrator's process a wake-up per COALESCE_S, not one per batch of its loop.
-                    await asyncio.sleep(COALESCE_S)
+                    # A change after a quiet spell goes out at once; in a busy graph what comes within
+                    # COALESCE_S of the last write goes out in the next one, so a stream costs the orchestrator's
+                    # process at most a wake-up per COALESCE_S, not one per batch of its loop.
+                    pause = COALESCE_S - (loop.time() - sent_at)
+                    if pause > 0:
+                        await asyncio.sleep(pause)
             finally:
                 feed.remove_waker(waker)
 

@@ -8,6 +8,7 @@ the client being told so.
 """
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from typing import Any, Callable
@@ -21,9 +22,9 @@ FAILED_STATES = (State.FAILED, State.UPSTREAM_FAILED)
 
 
 class Change:
-    """One state change as the feed keeps it; `event()` renders it (the record is read then, for the attempt
-    and error: a client is told the state the change entered, and the record as it is by the time it is
-    sent)."""
+    """One state change as a reader gets it; `event()` renders it. The record is looked up by name when the
+    change is read and read when it is rendered, for the attempt and error: a client is told the state the
+    change entered, and the computation as it is by the time it is sent."""
 
     __slots__ = ("seq", "state", "at", "rec", "published")
 
@@ -48,46 +49,62 @@ class Change:
 
 
 class ChangeFeed:
-    """Appended to by `watch` on the loop thread (Orchestrator(watcher=feed.watch)); read from any thread."""
+    """Appended to by `watch` on the loop thread (Orchestrator(watcher=feed.watch)); read from any thread.
+
+    The loop's side costs a batch one append: the feed keeps the core's list of `(name, state, at)` changes as
+    it is, with the batch's first number and its time. Readers number the changes, look up their records and
+    render them on their own threads."""
 
     def __init__(self, max_events: int = MAX_EVENTS, run: str | None = None):
         self.run = run or f"{int(time.time() * 1000):x}"
-        # The last `max_events` changes at least (up to twice as many: trimmed in one step when it doubles, so
-        # that a reader takes a slice at any position without walking to it)
+        # The last `max_events` changes at least (up to twice as many: trimmed in one step when it doubles), as
+        # batches: `_firsts[i]` numbers the first change of `_batches[i]`, published at `_published[i]`
         self._max = max_events
-        self._kept: list[Change] = []
+        self._firsts: list[int] = []
+        self._published: list[float] = []
+        self._batches: list[list[tuple[str, State, float]]] = []
+        self._held = 0
         self._seq = 0
+        self._record: Callable[[str], ComputationRecord | None] = lambda name: None
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[list[Change]], None]] = []
+        self._listeners: list[Callable[[list[tuple[str, State, float]]], None]] = []
         self._wakers: set[Callable[[], None]] = set()
 
     # --- the loop's side ---------------------------------------------------------------------------------------
 
     def watch(self, changes: list[tuple[str, State, float]], core: Scheduler) -> None:
-        """The orchestrator's watcher: called once per batch with the batch's state changes, in order."""
-        record = core.record
+        """The orchestrator's watcher: called once per batch with the batch's state changes, in order. The list
+        is the feed's from then on (the core starts a new one for its next batch)."""
+        if not changes:
+            return
         published = time.time()
         with self._lock:
-            seq = self._seq
-            batch = []
-            for name, state, at in changes:
-                rec = record(name)
-                if rec is None:
-                    continue  # registered and forgotten within one batch (re-declared)
-                seq += 1
-                batch.append(Change(seq, state, at, rec, published))
-            self._seq = seq
-            self._kept.extend(batch)
-            if len(self._kept) > 2 * self._max:
-                del self._kept[:len(self._kept) - self._max]
+            self._record = core.record
+            self._firsts.append(self._seq + 1)
+            self._published.append(published)
+            self._batches.append(changes)
+            self._seq += len(changes)
+            self._held += len(changes)
+            if self._held > 2 * self._max:
+                self._trim()
             wakers = list(self._wakers) if self._wakers else ()
         for listener in self._listeners:
-            listener(batch)
+            listener(changes)
         for wake in wakers:
             wake()
 
-    def listen(self, listener: Callable[[list[Change]], None]) -> None:
-        """`listener` hears each batch of changes on the loop thread (metrics); it must be quick."""
+    def _trim(self) -> None:
+        """Keep the last `max_events` changes: whole batches go, the oldest one kept may be cut."""
+        cut = self._seq - self._max + 1  # the first number kept
+        drop = bisect.bisect_right(self._firsts, cut) - 1
+        del self._firsts[:drop], self._published[:drop], self._batches[:drop]
+        self._batches[0] = self._batches[0][cut - self._firsts[0]:]
+        self._firsts[0] = cut
+        self._held = self._max
+
+    def listen(self, listener: Callable[[list[tuple[str, State, float]]], None]) -> None:
+        """`listener` hears each batch's `(name, state, at)` changes on the loop thread (metrics); it must be
+        quick."""
         self._listeners.append(listener)
 
     # --- readers -----------------------------------------------------------------------------------------------
@@ -106,11 +123,26 @@ class ChangeFeed:
             if run != self.run or not seq_text.isdigit() or int(seq_text) > self._seq:
                 return [], True
             seq = int(seq_text)
-            oldest = self._kept[0].seq if self._kept else self._seq + 1
+            oldest = self._firsts[0] if self._firsts else self._seq + 1
             if seq < oldest - 1:
                 return [], True
-            skip = seq - oldest + 1
-            return self._kept[skip:skip + limit], False
+            if seq == self._seq:
+                return [], False
+            record, out = self._record, []
+            at_seq = seq + 1
+            i = bisect.bisect_right(self._firsts, at_seq) - 1
+            while i < len(self._batches) and len(out) < limit:
+                first, published, batch = self._firsts[i], self._published[i], self._batches[i]
+                offset = at_seq - first
+                while offset < len(batch) and len(out) < limit:
+                    name, state, at = batch[offset]
+                    rec = record(name)
+                    if rec is not None:  # else the computation has left the graph since: nothing to show
+                        out.append(Change(first + offset, state, at, rec, published))
+                    offset += 1
+                at_seq = first + offset
+                i += 1
+            return out, False
 
     def add_waker(self, wake: Callable[[], None]) -> None:
         """`wake()` is called (from the loop thread) after each batch of changes, until removed."""

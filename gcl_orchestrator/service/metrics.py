@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..model import State
-from .feed import Change, ChangeFeed
+from .feed import ChangeFeed
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -65,24 +65,23 @@ class Metrics:
         self.changes = 0
         feed.listen(self._changed)
 
-    def _changed(self, batch: list[Change]) -> None:
+    def _changed(self, batch: list[tuple[str, State, float]]) -> None:
         self.changes += len(batch)
         ready_at, running_at = self._ready_at, self._running_at
-        for change in batch:
-            name, state = change.rec.spec.computation, change.state
+        for name, state, at in batch:
             started = running_at.pop(name, None)
             if started is not None and state in ENDS_OF_ATTEMPT:
                 outcome = "done" if state is State.DONE else "failed" if state is State.FAILED else \
                     "retry" if state is State.RETRYING else "other"
-                self.attempt_duration.labels(outcome).observe(max(0.0, change.at - started))
+                self.attempt_duration.labels(outcome).observe(max(0.0, at - started))
             if state is State.READY:
-                ready_at[name] = change.at
+                ready_at[name] = at
             else:
                 since = ready_at.pop(name, None)
                 if state is State.RUNNING:
-                    running_at[name] = change.at
+                    running_at[name] = at
                     if since is not None:
-                        self.dispatch_latency.observe(max(0.0, change.at - since))
+                        self.dispatch_latency.observe(max(0.0, at - since))
 
     def render(self, snapshot: Mapping[str, Any]) -> bytes:
         self._snapshot.doc = {**snapshot, "changes": self.changes}

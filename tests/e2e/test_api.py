@@ -140,8 +140,9 @@ def test_a_broken_submission_is_refused_with_every_problem_and_nothing_registere
     assert "Traceback" not in service.log
 
 
-def _read_events(response, into, stop_after=None):
-    """Collect (id, data) of `state` events from an open stream, until it is closed (or `stop_after` of them)."""
+def _read_events(response, into, stop_after=None, others=None):
+    """Collect (id, data) of `state` events from an open stream, until it is closed (or `stop_after` of them);
+    events of other kinds go to `others` as (kind, data)."""
     event_id, kind = None, None
     try:
         for line in response.iter_lines():
@@ -153,6 +154,8 @@ def _read_events(response, into, stop_after=None):
                 into.append((event_id, json.loads(line[6:])))
                 if stop_after is not None and len(into) >= stop_after:
                     return
+            elif line.startswith("data: ") and others is not None:
+                others.append((kind, line[6:]))
     except httpx.HTTPError:
         return  # the test closed the stream
 
@@ -161,6 +164,7 @@ def test_the_event_stream_resumed_after_a_dropped_connection_misses_and_repeats_
     # Given a client that follows the stream from the first event
     first: list = []
     second: list = []
+    others: list = []
     fan = "computation: split\nhandler_type: split\ninputs: [numbers.txt]\noutput: numbers.json\n"
     with service.client() as api:
         start = api.get("/v1/status").json()["last_event_id"]
@@ -169,14 +173,15 @@ def test_the_event_stream_resumed_after_a_dropped_connection_misses_and_repeats_
             (service.root / "numbers.txt").write_text(" ".join(str(i) for i in range(1, 31)))
             assert api.post("/v1/specs", content=fan).status_code == 202
             # When its connection drops after ten events, while the fan-out goes on
-            _read_events(response, first, stop_after=10)
+            _read_events(response, first, stop_after=10, others=others)
         wait_until(lambda: (service.root / "total.json").exists(), 60, "the fan-out's join")
         # Then reconnecting with the last id it saw gives everything after it, once
         with api.stream("GET", "/v1/events", headers={"Last-Event-ID": first[-1][0]}) as response:
-            reader = threading.Thread(target=_read_events, args=(response, second), daemon=True)
+            reader = threading.Thread(target=_read_events, args=(response, second, None, others), daemon=True)
             reader.start()
             wait_until(lambda: any(d["computation"] == "total" and d["state"] == "done" for _, d in second), 30,
                        "the join's completion in the resumed stream")
+    assert others == [], "a client that keeps up was told something else than state changes (a reload?)"
     ids = [int(i.rsplit(".", 1)[1]) for i, _ in first + second]
     assert ids == list(range(ids[0], ids[0] + len(ids))), "a gap or a repeat in the event ids"
     done = {d["computation"] for _, d in first + second if d["state"] == "done"}

@@ -2,6 +2,11 @@
 and a client told to reload (never silently skipped) when its id is of another run or older than the window."""
 from __future__ import annotations
 
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gcl_orchestrator.model import CancelRequested, State
 from gcl_orchestrator.service.feed import ChangeFeed
 
@@ -67,3 +72,37 @@ def test_wakers_are_called_after_each_batch_until_removed():
     c.handle([CancelRequested("s2", "test")], 3.0)
     pump(c, feed)
     assert calls == ["r1.7"] and feed.last_id == "r1.8"
+
+
+class _Core:
+    """What the feed asks of the core: a record by name (every name has one here but `gone`)."""
+
+    def record(self, name):
+        return None if name == "gone" else type("Rec", (), {"name": name})()
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(1, 7), min_size=1, max_size=12), window=st.integers(1, 20),
+       limit=st.integers(1, 9), gone=st.sets(st.integers(1, 84)))
+def test_any_id_held_resumes_with_the_changes_after_it_in_order_across_batches(sizes, window, limit, gone):
+    feed, core, seq = ChangeFeed(max_events=window, run="r"), _Core(), 0
+    for size in sizes:  # batches as the loop hands them over, each a list the feed keeps
+        batch = []
+        for _ in range(size):
+            seq += 1
+            batch.append(("gone" if seq in gone else f"c{seq}", State.READY, float(seq)))
+        feed.watch(batch, core)
+    for last in range(0, seq + 1):
+        changes, reset = feed.after(f"r.{last}", limit=limit)
+        if reset:  # only an id the window no longer holds is told to reload
+            assert last < seq - window
+            continue
+        wanted = [n for n in range(last + 1, seq + 1) if n not in gone][:limit]
+        assert [(ch.seq, ch.rec.name, ch.at) for ch in changes] == [(n, f"c{n}", float(n)) for n in wanted]
+
+
+def test_an_event_whose_text_orjson_refuses_is_sent_escaped():
+    from gcl_orchestrator.service.api import _event_data
+    doc = {"computation": "c", "error": "undecodable \udcff byte"}  # a lone surrogate, as surrogateescape leaves
+    assert json.loads(_event_data(doc)) == doc
+    assert json.loads(_event_data({"computation": "é"})) == {"computation": "é"}
