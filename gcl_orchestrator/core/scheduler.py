@@ -17,7 +17,8 @@ import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Collection, Iterable, Iterator, NamedTuple
+from types import MappingProxyType
+from typing import AbstractSet, Collection, Iterable, Iterator, Mapping, NamedTuple
 
 from ..errors import CycleError
 from ..model import (
@@ -63,6 +64,10 @@ WAITING, READY, RUNNING, RETRYING = State.WAITING, State.READY, State.RUNNING, S
 DONE, FAILED, UPSTREAM_FAILED, RETIRED = State.DONE, State.FAILED, State.UPSTREAM_FAILED, State.RETIRED
 FINAL = (DONE, FAILED, UPSTREAM_FAILED, RETIRED)
 NEW = None  # the "state" of a computation before it is registered
+# What most records hold most of the time, shared: a record gets a set (or dict) of its own only when it has
+# something to put in it (empty containers were about a third of a settled record's memory)
+NOTHING: frozenset[str] = frozenset()
+NONE_DELETED: Mapping[str, None] = MappingProxyType({})
 
 # Every state change the core makes, and nothing else. The commit is the fact: an output that appears settles
 # its producer as done from any state, failed ones included (their dependents then come back). A run that is done
@@ -134,14 +139,14 @@ class ComputationRecord:
         self.alternative = 0  # 0: the spec itself; i: spec.alternatives[i - 1]
         self.source = source  # the object key (or other origin) whose GCL declared it
         self.state: State | None = NEW
-        self.missing: set[str] = set()  # inputs not yet available, while WAITING
+        self.missing: AbstractSet[str] = NOTHING  # inputs not yet available, while WAITING (a set of its own)
         self.attempts = 0  # every attempt, alternatives included; also the number of the latest one
         self.variant_attempts = 0  # attempts of the current variant
         self.lost_attempts = 0  # attempts whose worker process died under them
         self.pool = ""
         self.running_attempt: int | None = None  # the attempt holding a slot: dispatched, not yet reported
         self.lent = False  # that attempt runs on a slot lent by a waiting handler
-        self.blocked_on: set[str] = set()  # keys that attempt waits for (its slot is lent meanwhile)
+        self.blocked_on: AbstractSet[str] = NOTHING  # keys that attempt waits for (its slot is lent meanwhile)
         self.wait_id = 0
         self.blocked_at = 0.0
         self.awaited = False  # a waiting handler needs its output: it may run on a lent slot
@@ -161,7 +166,7 @@ class ComputationRecord:
         self.stale = False  # an input changed while its attempt ran: it runs again once that one reports
         self.forced = False  # a rerun was asked for, downstream included: its consumers run again after it
         # inputs deleted since its output was computed, in the order deleted (a dict: a join's parts may all go)
-        self.from_deleted: dict[str, None] = {}
+        self.from_deleted: Mapping[str, None] = NONE_DELETED
         # How many of its inputs are held for a new run (in Scheduler._pending): counted as keys are held and
         # released, so that a join over a hundred thousand parts knows in one step whether it still reads one.
         self.held_inputs = 0
@@ -519,7 +524,7 @@ class Scheduler:
     def _unblock(self, rec: ComputationRecord) -> None:
         """The attempt stops waiting and takes its slot back."""
         _unindex(self._blocked_waiters, rec.blocked_on, rec)
-        rec.blocked_on = set()
+        rec.blocked_on = NOTHING
         del self._blocked[rec.name]
         self._pools[rec.pool].lent_out -= 1
 
@@ -772,7 +777,7 @@ class Scheduler:
         rec.retry_at = None
         rec.last_error = None
         rec.finished_at = None
-        rec.from_deleted = {}
+        rec.from_deleted = NONE_DELETED
         rec.note = f"runs again: {why}"
         out.append(Stale(rec.name, why))
         rec.missing = self._lacking(rec.spec.inputs)
@@ -813,7 +818,7 @@ class Scheduler:
                     self._transition(reader, WAITING, now, out)
                 elif state is WAITING:
                     if key not in reader.missing:
-                        reader.missing.add(key)
+                        reader.missing.add(key)  # type: ignore[attr-defined]  # a waiting record's own set
                         self._waiters.setdefault(key, {})[reader] = None
                 elif state is DONE:  # it runs again if `key` changes: what reads its output waits too
                     held = reader.spec.output
@@ -821,10 +826,11 @@ class Scheduler:
                         self._hold(held)
                         stack.append(held)
 
-    def _lacking(self, inputs: Iterable[str]) -> set[str]:
-        """The inputs a computation must wait for: those not there, and those being computed again."""
+    def _lacking(self, inputs: Iterable[str]) -> AbstractSet[str]:
+        """The inputs a computation must wait for: those not there, and those being computed again (a set of
+        its own; NOTHING when none)."""
         versions, pending = self._versions, self._pending
-        return {k for k in inputs if k not in versions or k in pending}
+        return {k for k in inputs if k not in versions or k in pending} or NOTHING
 
     def _release(self, key: str, now: float, out: list[Instruction], wake: bool = True) -> None:
         """`key`'s producer settled (its new run committed, came out the same, failed or was retired): what
@@ -846,8 +852,8 @@ class Scheduler:
     def _go_on(self, key: str, now: float, out: list[Instruction]) -> None:
         """What waited for the version of `key` that is there now has it."""
         for reader in self._waiters.pop(key, None) or ():
-            reader.missing.discard(key)
-            if not reader.missing:
+            reader.missing.discard(key)  # type: ignore[attr-defined]  # a waiting record's own set
+            if not reader.missing:  # leaving WAITING, it drops its set
                 self._transition(reader, READY, now, out)
 
     def _holds_pending(self, rec: ComputationRecord) -> bool:
@@ -885,13 +891,15 @@ class Scheduler:
                 producer.stale = True
         for rec in list(self._consumers.get(key, ())):
             if rec.state is DONE:
-                rec.from_deleted[key] = None
+                if rec.from_deleted is NONE_DELETED:
+                    rec.from_deleted = {}
+                rec.from_deleted[key] = None  # type: ignore[index]  # its own dict
                 rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}"
             elif rec.state is READY:
                 rec.missing = {key}
                 self._transition(rec, WAITING, now, out)
             elif rec.state is WAITING:
-                rec.missing.add(key)
+                rec.missing.add(key)  # type: ignore[attr-defined]  # a waiting record's own set
                 self._waiters.setdefault(key, {})[rec] = None
 
     def _restored(self, key: str, same: bool, now: float, out: list[Instruction]) -> None:
@@ -899,7 +907,9 @@ class Scheduler:
         stale if not."""
         for rec in list(self._consumers.get(key, ())):
             if key in rec.from_deleted:
-                del rec.from_deleted[key]
+                del rec.from_deleted[key]  # type: ignore[attr-defined]  # its own dict: it holds the key
+                if not rec.from_deleted:
+                    rec.from_deleted = NONE_DELETED
                 rec.note = f"computed from a deleted source: {_keys(rec.from_deleted)}" if rec.from_deleted else ""
                 if not same:
                     self._input_changed(rec, key, now, out)
@@ -1097,7 +1107,7 @@ class Scheduler:
         blocked = self._blocked_waiters.pop(key, None)
         if blocked:
             for attempt in blocked:
-                attempt.blocked_on.discard(key)
+                attempt.blocked_on.discard(key)  # type: ignore[attr-defined]  # a blocked attempt's own set
                 if not attempt.blocked_on:
                     self._wake(attempt, out)
 
@@ -1163,7 +1173,7 @@ class Scheduler:
 
     def _unwait(self, rec: ComputationRecord) -> None:
         _unindex(self._waiters, rec.missing, rec)
-        rec.missing = set()
+        rec.missing = NOTHING
 
     def _announce(self, rec: ComputationRecord, out: list[Instruction]) -> None:
         for handler_type in rec.subscribers:
@@ -1596,6 +1606,10 @@ class Scheduler:
                     check(rec in self._waiters.get(key, ()), f"{name!r} missing from the waiters of {key!r}")
             else:
                 check(not rec.missing, f"{name!r} is {rec.state} but lacks {sorted(rec.missing)}")
+            check(bool(rec.missing) or rec.missing is NOTHING, f"{name!r} keeps an empty set of missing inputs")
+            check(bool(rec.blocked_on) or rec.blocked_on is NOTHING, f"{name!r} keeps an empty set of keys waited for")
+            check(bool(rec.from_deleted) or rec.from_deleted is NONE_DELETED,
+                  f"{name!r} keeps an empty table of deleted inputs")
             if rec.state is DONE:
                 check(rec.spec.output in self._versions, f"{name!r} is done but its output is not available")
             if rec.state in (FAILED, UPSTREAM_FAILED):
