@@ -63,7 +63,6 @@ class ChangeFeed:
         self._firsts: list[int] = []
         self._published: list[float] = []
         self._batches: list[list[tuple[str, State, float]]] = []
-        self._held = 0
         self._seq = 0
         self._record: Callable[[str], ComputationRecord | None] = lambda name: None
         self._lock = threading.Lock()
@@ -84,8 +83,7 @@ class ChangeFeed:
             self._published.append(published)
             self._batches.append(changes)
             self._seq += len(changes)
-            self._held += len(changes)
-            if self._held > 2 * self._max:
+            if self._seq - self._firsts[0] + 1 > 2 * self._max:  # the changes held
                 self._trim()
             wakers = list(self._wakers) if self._wakers else ()
         for listener in self._listeners:
@@ -100,7 +98,6 @@ class ChangeFeed:
         del self._firsts[:drop], self._published[:drop], self._batches[:drop]
         self._batches[0] = self._batches[0][cut - self._firsts[0]:]
         self._firsts[0] = cut
-        self._held = self._max
 
     def listen(self, listener: Callable[[list[tuple[str, State, float]]], None]) -> None:
         """`listener` hears each batch's `(name, state, at)` changes on the loop thread (metrics); it must be
