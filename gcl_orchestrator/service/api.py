@@ -36,7 +36,7 @@ from ..sources.requests import submission_key, write_submission
 from ..views import DEFAULT_LIMIT, lineage_lines, render_graph, select
 from ..views.logs import attempts_with_logs, read_log, tail
 from ..views.status import computation_item
-from .feed import ChangeFeed
+from .feed import SHOWN_INPUTS, ChangeFeed
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import openapi_document
 
@@ -46,7 +46,6 @@ COOKIE = "gclo_token"
 CALL_TIMEOUT_S = 10.0
 MAX_PAGE = 1_000  # computations per page of /v1/computations
 MAX_SCAN = 200_000  # records one page may look through before it answers with a cursor (bounds the loop's time)
-SHOWN_INPUTS = 50
 COALESCE_S = 0.02  # an event stream sends at most this often
 LOG_TAIL_LINES = 50
 STATES = [s.value for s in State]
