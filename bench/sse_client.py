@@ -35,9 +35,9 @@ def main(url: str, token: str, last_id: str, out: str) -> None:
                 rest = lines.pop()
                 for line in lines:
                     if line.startswith(b"data: "):
-                        event = orjson.loads(line[6:])
+                        changes = orjson.loads(line[6:])
                         now = time.time()
-                        delays.append((now - event["at"], now - event["published"], event["published"]))
+                        delays.extend((now - c["at"], now - c["published"], c["published"]) for c in changes)
     except httpx.HTTPError:
         pass
     done.set()

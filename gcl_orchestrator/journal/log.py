@@ -36,6 +36,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from .. import jsonbytes
 from ..errors import GclError, ObjectAlreadyExists, ObjectNotFound
 from ..interfaces import ObjectStore
 from ..model import RESERVED_PREFIX
@@ -271,9 +272,9 @@ class Journal:
         seq = self.next_seq
         nonce = uuid.uuid4().hex
         header = {"journal": FORMAT, "seq": seq, "writer": self.writer, "at": time.time(), "nonce": nonce}
-        lines = [json.dumps(header, separators=(",", ":"))]
-        lines.extend(json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records)
-        body = gzip.compress(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"), compresslevel=1)
+        lines = [jsonbytes.dumps(header)]
+        lines.extend(jsonbytes.dumps(r) for r in records)
+        body = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=1)
         try:
             self.store.create(_segment_key(seq), body)
         except ObjectAlreadyExists:
@@ -304,8 +305,7 @@ class Journal:
         doc = {"journal": FORMAT, "seq": upto, "writer": self.writer, "at": time.time(),
                "objects": {k: [v.etag, v.digest, dict(v.metadata), v.told] for k, v in loaded.objects.items()},
                "attempts": loaded.attempts}
-        body = gzip.compress(json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-                             .encode("utf-8", "surrogatepass"), compresslevel=1)
+        body = gzip.compress(jsonbytes.dumps(doc), compresslevel=1)
         try:
             self.store.create(_snapshot_key(upto), body)
         except ObjectAlreadyExists:

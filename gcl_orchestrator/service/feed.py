@@ -19,6 +19,7 @@ from ..model import State
 MAX_EVENTS = 50_000  # kept for clients that reconnect: minutes of a busy run
 SHOWN_INPUTS = 50  # inputs an event carries (a join over 100,000 parts says how many)
 FAILED_STATES = (State.FAILED, State.UPSTREAM_FAILED)
+STATE_TEXT = {state: state.value for state in State}  # an enum's .value is a property: slow per change
 
 
 class Change:
@@ -33,18 +34,20 @@ class Change:
         self.published = published  # when the feed got it: the end of the core's batch that made it
 
     def event(self) -> dict[str, Any]:
-        rec = self.rec
+        rec, state = self.rec, self.state
         spec = rec.spec
-        doc: dict[str, Any] = {"computation": spec.computation, "state": self.state.value, "at": self.at,
-                               "published": self.published, "attempt": rec.attempts, "handler_type": spec.handler_type, "output": spec.output}
         inputs = spec.inputs
-        doc["inputs"] = list(inputs[:SHOWN_INPUTS])
+        doc: dict[str, Any] = {"computation": spec.computation, "state": STATE_TEXT[state], "at": self.at,
+                               "published": self.published, "attempt": rec.attempts,
+                               "handler_type": spec.handler_type, "output": spec.output,
+                               "inputs": inputs if len(inputs) <= SHOWN_INPUTS else inputs[:SHOWN_INPUTS]}
         if len(inputs) > SHOWN_INPUTS:
             doc["inputs_count"] = len(inputs)
-        if self.state in FAILED_STATES and rec.last_error:
-            doc["error"] = rec.last_error[:2000]
-        if rec.cancelled and self.state is State.FAILED:
-            doc["cancelled"] = True
+        if state in FAILED_STATES:
+            if rec.last_error:
+                doc["error"] = rec.last_error[:2000]
+            if rec.cancelled and state is State.FAILED:
+                doc["cancelled"] = True
         return doc
 
 
@@ -53,7 +56,9 @@ class ChangeFeed:
 
     The loop's side costs a batch one append: the feed keeps the core's list of `(name, state, at)` changes as
     it is, with the batch's first number and its time. Readers number the changes, look up their records and
-    render them on their own threads."""
+    render them on their own threads. (Rendering them on the loop instead, while someone follows the stream,
+    cost the loop 50 ms for a batch of 10,000 registrations here and did not bring the batch's last change to
+    the client sooner.)"""
 
     def __init__(self, max_events: int = MAX_EVENTS, run: str | None = None):
         self.run = run or f"{int(time.time() * 1000):x}"
@@ -132,11 +137,13 @@ class ChangeFeed:
                 first, published, batch = self._firsts[i], self._published[i], self._batches[i]
                 offset = at_seq - first
                 while offset < len(batch) and len(out) < limit:
-                    name, state, at = batch[offset]
-                    rec = record(name)
-                    if rec is not None:  # else the computation has left the graph since: nothing to show
-                        out.append(Change(first + offset, state, at, rec, published))
-                    offset += 1
+                    end = min(len(batch), offset + limit - len(out))
+                    for n in range(offset, end):
+                        name, state, at = batch[n]
+                        rec = record(name)
+                        if rec is not None:  # else the computation has left the graph since: nothing to show
+                            out.append(Change(first + n, state, at, rec, published))
+                    offset = end
                 at_seq = first + offset
                 i += 1
             return out, False

@@ -23,6 +23,7 @@ import time
 from typing import Any, Iterable, Mapping
 
 from ..core import ComputationRecord, Scheduler
+from .. import jsonbytes
 from ..errors import ObjectNotFound, StorageError
 from ..interfaces import ObjectStore
 from ..model import RESERVED_PREFIX, State
@@ -182,11 +183,11 @@ def write_status(store: ObjectStore, status: Mapping[str, Any]) -> None:
         part_items = {part_key(state): items for state, items in by_state.items()}
         parts = {state: {"keys": [part_key(state)], "count": len(items)} for state, items in by_state.items()}
     for key, items in part_items.items():
-        body = gzip.compress(json.dumps(items, separators=(",", ":")).encode(), compresslevel=1)
+        body = gzip.compress(jsonbytes.dumps(items), compresslevel=1)
         store.put(key, body, {"content-type": "application/gzip"})
     summary = {k: v for k, v in status.items() if k not in ("computations", "part_items")}
     summary["parts"] = parts or {}
-    store.put(STATUS_KEY, json.dumps(summary, separators=(",", ":")).encode(), {"content-type": "application/json"})
+    store.put(STATUS_KEY, jsonbytes.dumps(summary), {"content-type": "application/json"})
 
 
 def read_status(store: ObjectStore, states: Iterable[str] | None = None) -> dict[str, Any] | None:

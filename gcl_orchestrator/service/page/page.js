@@ -108,17 +108,21 @@ function listen(lastId) {
   const connection = document.getElementById("connection");
   source.onopen = () => { connection.dataset.state = "live"; connection.textContent = "live"; };
   source.onerror = () => { connection.dataset.state = "lost"; connection.textContent = "reconnecting"; };
-  source.addEventListener("state", event => {
-    const change = JSON.parse(event.data);
-    const node = nodes.get(change.computation);
-    if (node) {
-      node.state = change.state;
-    } else {
-      total += 1;
-      addNode(change.computation, change.state, change.handler_type, change.output, change.inputs);
-      if (nodes.size <= MAX_DRAWN) relayoutSoon();  // it may feed nodes drawn already
+  source.addEventListener("states", event => {  // the changes sent at once, in order
+    let added = false, details = false;
+    for (const change of JSON.parse(event.data)) {
+      const node = nodes.get(change.computation);
+      if (node) {
+        node.state = change.state;
+      } else {
+        total += 1;
+        addNode(change.computation, change.state, change.handler_type, change.output, change.inputs);
+        added = true;
+      }
+      if (selected === change.computation) details = true;
     }
-    if (selected === change.computation) showDetails(change.computation);
+    if (details) showDetails(selected);
+    if (added && nodes.size <= MAX_DRAWN) relayoutSoon();  // they may feed nodes drawn already
     scheduleDraw();
   });
   source.addEventListener("reset", () => { source.close(); load(); });
