@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import logging
 import os
 import socket
@@ -130,7 +129,7 @@ def _load_once(store: ObjectStore) -> Loaded:
     requests = 0
     if snapshots:
         snapshot_seq = snapshots[-1]
-        doc = json.loads(gzip.decompress(store.get(_snapshot_key(snapshot_seq)).body))
+        doc = jsonbytes.loads(gzip.decompress(store.get(_snapshot_key(snapshot_seq)).body))
         requests += 1
         _check_format(doc, _snapshot_key(snapshot_seq))
         for key, (etag, digest, metadata, *told) in doc["objects"].items():
@@ -159,10 +158,10 @@ def _records(body: bytes, key: str) -> Iterable[Mapping[str, Any]]:
     lines = gzip.decompress(body).splitlines()
     if not lines:
         raise ValueError(f"{key} is empty")
-    _check_format(json.loads(lines[0]), key)
+    _check_format(jsonbytes.loads(lines[0]), key)
     for line in lines[1:]:
         if line:
-            yield json.loads(line)
+            yield jsonbytes.loads(line)
 
 
 def apply_records(objects: dict[str, Known], records: Iterable[Mapping[str, Any]],
@@ -333,7 +332,7 @@ def _header_of(store: ObjectStore, seq: int) -> dict[str, Any]:
     """The header of segment `seq` ({} if it is damaged); a store error is raised, never taken for a conflict."""
     body = store.get(_segment_key(seq)).body
     try:
-        header = json.loads(gzip.decompress(body).splitlines()[0])
+        header = jsonbytes.loads(gzip.decompress(body).splitlines()[0])
     except Exception:
         return {}
     return header if isinstance(header, dict) else {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import heapq
-import json
 import time
 from typing import Any, Iterable, Mapping
 
@@ -194,7 +193,7 @@ def read_status(store: ObjectStore, states: Iterable[str] | None = None) -> dict
     """The last status written to `store`, with the computations of `states` (None: all), or None when no
     orchestrator has run on it. Reads the summary and the parts of those states only."""
     try:
-        summary = json.loads(store.get(STATUS_KEY).body)
+        summary = jsonbytes.loads(store.get(STATUS_KEY).body)
     except ObjectNotFound:
         return None
     except ValueError as exc:
@@ -212,7 +211,7 @@ def read_status(store: ObjectStore, states: Iterable[str] | None = None) -> dict
             continue
         for key in part.get("keys") or [part["key"]]:  # format 2: one key
             try:
-                computations.extend(json.loads(gzip.decompress(store.get(key).body)))
+                computations.extend(jsonbytes.loads(gzip.decompress(store.get(key).body)))
             except ObjectNotFound:
                 continue  # written by an older orchestrator that kept no parts; the summary's counts still say
             except (OSError, ValueError) as exc:

@@ -22,3 +22,18 @@ def test_what_is_written_reads_back_the_same(doc):
 
 def test_a_key_that_is_not_a_string_is_written_as_the_standard_encoder_writes_it():
     assert json.loads(jsonbytes.dumps({1: "a"})) == {"1": "a"}
+
+
+@pytest.mark.parametrize("body", [
+    b'{"k":"\\udcff"}',  # an escaped lone surrogate
+    json.dumps({"k": "\udcff"}, ensure_ascii=False).encode("utf-8", "surrogatepass"),  # as earlier journals wrote
+    b"[1e400]",
+    b'{"k": "\xc3\xa9", "n": [1, 2.5, null]}',
+])
+def test_what_the_fast_decoder_refuses_the_standard_one_reads(body):
+    assert jsonbytes.loads(body) == json.loads(body)
+
+
+def test_text_that_is_no_json_raises_the_standard_error():
+    with pytest.raises(json.JSONDecodeError):
+        jsonbytes.loads(b'{"k": ')
