@@ -12,20 +12,15 @@ import tempfile
 from pathlib import Path
 from typing import Sequence, TextIO
 
-import botocore.exceptions
-
 from .config import DevSettings, HandlerRegistry, RunSettings, base_store, build_orchestrator, handler_sources, load_rules
-from .devservers import SeaweedFS
 from .errors import ConfigError, ObjectNotFound, SpecError, StorageError
 from .model import check_key
 from .runtime import tune_garbage_collection
-from .service import TOKEN_ENV, ApiServer, ChangeFeed, parse_address
-from .service.client import URL_ENV, ApiClient
 from .sources.requests import request_cancel, request_rerun, submission_key, write_submission
 from .views import (attempts_with_logs, lineage_lines, log_key, read_log, read_status, render_graph, render_status,
                     select)
 from .gcl import encode_gcl, load_gcl
-from .storage import S3ObjectStore, open_store
+from .storage import is_s3_store, open_store
 
 log = logging.getLogger("gclo")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 0, 1, 2, 3, 130, 141
@@ -33,9 +28,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE
 
 def run(settings: RunSettings) -> int:
     tune_garbage_collection()
+    feed = None
     if settings.api is not None:
+        from .service import TOKEN_ENV, ApiServer, ChangeFeed, parse_address  # only for an API (uvicorn, Starlette)
         parse_address(settings.api)  # a bad address is refused before anything starts
-    feed = ChangeFeed() if settings.api is not None else None
+        feed = ChangeFeed()
     orchestrator = build_orchestrator(settings, watcher=feed.watch if feed is not None else None)
     server = None
     if feed is not None:
@@ -211,6 +208,7 @@ def submit(file: str, api_url: str | None, token: str | None, store_uri: str | N
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
+    from .service.client import URL_ENV, ApiClient
     client = ApiClient.from_options(api_url, token)
     if client is None and store_uri is None:
         raise ConfigError(f"say where: --api HOST:PORT (or {URL_ENV}) for a running orchestrator's API, or "
@@ -247,6 +245,7 @@ def cancel(target: str, api_url: str | None, token: str | None, store_uri: str |
            endpoint_url: str | None = None) -> int:
     """Stop a computation: through the HTTP API when one is named (the answer is immediate), else by a
     request left in the store for the orchestrator running on it."""
+    from .service.client import URL_ENV, ApiClient
     client = ApiClient.from_options(api_url, token)
     if client is None and store_uri is None:
         raise ConfigError(f"say where: --api HOST:PORT (or {URL_ENV}) for a running orchestrator's API, or "
@@ -269,11 +268,12 @@ def cancel(target: str, api_url: str | None, token: str | None, store_uri: str |
 def setup_events(store_uri: str, queue: str, endpoint_url: str | None = None, out: TextIO = sys.stdout) -> int:
     """Create the SQS queue and the bucket notification that feeds it (safe to run again)."""
     import boto3
+    import botocore.exceptions
 
     from .sources.s3_notifications import MAX_RECEIVES, ensure_notifications
 
     store = base_store(open_store(store_uri, endpoint_url=endpoint_url))
-    if not isinstance(store, S3ObjectStore):
+    if not is_s3_store(store):
         raise ConfigError("setup-events needs an s3:// store")
     store.server()  # the bucket exists and the credentials work, or one clear error
     sqs = boto3.session.Session().client("sqs", endpoint_url=store.explicit_endpoint)
@@ -292,6 +292,7 @@ def setup_events(store_uri: str, queue: str, endpoint_url: str | None = None, ou
 def dev(settings: DevSettings, out: TextIO = sys.stdout) -> int:
     """Start SeaweedFS on 127.0.0.1 with generated credentials, create the bucket, run the orchestrator on it,
     and stop everything it started when the run ends or on Ctrl-C."""
+    from .devservers import SeaweedFS  # boto3, for the bucket
     sources = handler_sources(settings.handlers)
     HandlerRegistry.from_sources(sources)  # fail on a broken handler file before starting any server
     load_rules(settings.rules)

@@ -8,7 +8,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .errors import ConfigError, ExecutorUnavailable, GclError, RulesError
 from .interfaces import EventSource, Executor, ObjectStore
@@ -24,13 +24,15 @@ from .sources import (
     MinioWebhookSource,
     PollingSource,
     SeaweedFilerSource,
-    SqsEventSource,
 )
 from .sources.inotify import InotifySource
 from .sources.inotify import available as inotify_available
 from .gcl import RuleSet
 from .gcl.loader import MAX_EMIT_LIMIT
-from .storage import LocalDirectoryStore, MemoryObjectStore, RetryingStore, S3ObjectStore, open_store
+from .storage import LocalDirectoryStore, MemoryObjectStore, RetryingStore, is_s3_store, open_store
+
+if TYPE_CHECKING:
+    from .storage.s3 import S3ObjectStore
 
 EVENT_CHOICES = ("auto", "watch", "poll", "memory", "sqs", "seaweedfs", "minio", "minio-webhook")
 # A file copied into a local store by hand may still be growing: the polling source waits this long.
@@ -180,6 +182,7 @@ def _s3_push_source(kind: str, store: S3ObjectStore, settings: RunSettings) -> E
     if kind == "sqs":
         if not settings.sqs_queue:
             raise ConfigError("--events sqs needs --sqs-queue NAME_OR_URL (see gclo setup-events)")
+        from .sources.sqs import SqsEventSource
         return SqsEventSource.connect(settings.sqs_queue, store.bucket, store.prefix,
                                       endpoint_url=store.explicit_endpoint)
     if kind == "seaweedfs":
@@ -213,7 +216,7 @@ def make_sources_factory(store: ObjectStore, settings: RunSettings):
         raise ConfigError(f"--events must be one of {', '.join(EVENT_CHOICES)}, not {events!r}")
     local = isinstance(inner, LocalDirectoryStore)
     memory = isinstance(inner, MemoryObjectStore)
-    s3 = isinstance(inner, S3ObjectStore)
+    s3 = is_s3_store(inner)
     if events == "auto":
         events = "watch" if local else "memory" if memory else choose_s3_events(inner, settings)  # type: ignore[arg-type]
     if events == "watch" and not local:

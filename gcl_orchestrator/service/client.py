@@ -9,9 +9,8 @@ import urllib.request
 from typing import Any
 
 from ..errors import ConfigError, GclError
-from .server import TOKEN_ENV
-
 URL_ENV = "GCLO_API_URL"
+TOKEN_ENV = "GCLO_API_TOKEN"  # the token the API takes, and the client sends
 
 
 class ApiUnreachable(GclError):

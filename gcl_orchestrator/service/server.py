@@ -16,11 +16,11 @@ from ..errors import ConfigError
 from ..interfaces import ObjectStore
 from ..runtime import Orchestrator
 from .api import make_app
+from .client import TOKEN_ENV
 from .feed import ChangeFeed
 from .metrics import Metrics
 
 log = logging.getLogger("gclo.api")
-TOKEN_ENV = "GCLO_API_TOKEN"
 DEFAULT_PORT = 8765
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

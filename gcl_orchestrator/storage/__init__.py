@@ -1,12 +1,33 @@
-"""ObjectStore implementations and `open_store`, which turns a store URI or directory into one."""
+"""ObjectStore implementations and `open_store`, which turns a store URI or directory into one.
+
+`S3ObjectStore` is imported when first asked for: boto3 takes a fifth of a second to import, which every command
+on a local store and every worker process would otherwise pay."""
 from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..interfaces import ObjectStore
 from .local import LocalDirectoryStore
 from .memory import MemoryObjectStore
 from .retry import RetryingStore
-from .s3 import S3ObjectStore
+
+if TYPE_CHECKING:
+    from .s3 import S3ObjectStore
+
+
+def __getattr__(name: str) -> Any:
+    if name == "S3ObjectStore":
+        from .s3 import S3ObjectStore
+        return S3ObjectStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_s3_store(store: ObjectStore) -> bool:
+    """Whether `store` (not wrapped) is an S3ObjectStore, without importing boto3 to find out."""
+    s3 = sys.modules.get(__name__ + ".s3")
+    return s3 is not None and isinstance(store, s3.S3ObjectStore)
 
 
 def open_store(uri: str, *, retry: bool = True, create: bool = True, endpoint_url: str | None = None,
@@ -21,6 +42,7 @@ def open_store(uri: str, *, retry: bool = True, create: bool = True, endpoint_ur
     if not uri:
         raise ConfigError("no store given: pass --store DIR, file://DIR or memory://NAME")
     if uri.startswith("s3://"):
+        from .s3 import S3ObjectStore
         store: ObjectStore = S3ObjectStore.from_uri(uri, endpoint_url)
     elif uri.startswith("memory://"):
         store = MemoryObjectStore.named(uri[len("memory://"):] or "default")
@@ -39,4 +61,4 @@ def open_store(uri: str, *, retry: bool = True, create: bool = True, endpoint_ur
     return RetryingStore(store) if retry else store
 
 
-__all__ = ["open_store", "LocalDirectoryStore", "MemoryObjectStore", "RetryingStore", "S3ObjectStore"]
+__all__ = ["open_store", "is_s3_store", "LocalDirectoryStore", "MemoryObjectStore", "RetryingStore", "S3ObjectStore"]
