@@ -29,12 +29,14 @@ def main(url: str, token: str, last_id: str, out: str) -> None:
     try:
         with httpx.stream("GET", url + "/v1/events", headers={**headers, "Last-Event-ID": last_id},
                           timeout=None) as response:
-            rest = b""
+            rest, kind = b"", b""
             for chunk in response.iter_raw():  # as a browser's EventSource: lines split and parsed natively
                 lines = (rest + chunk).split(b"\n")
                 rest = lines.pop()
                 for line in lines:
-                    if line.startswith(b"data: "):
+                    if line.startswith(b"event: "):
+                        kind = line[7:]
+                    elif line.startswith(b"data: ") and kind == b"states":
                         changes = orjson.loads(line[6:])
                         now = time.time()
                         delays.extend((now - c["at"], now - c["published"], c["published"]) for c in changes)

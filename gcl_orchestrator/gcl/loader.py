@@ -6,6 +6,7 @@ the safe loader and converted by hand, so aliases, nesting depth and document si
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import abc
 from functools import lru_cache
@@ -237,6 +238,18 @@ def _json_type(value: Any) -> str:
             float: "a number"}.get(type(value), type(value).__name__)
 
 
+def _non_finite(item: Mapping[str, Any]) -> list[tuple[Path, str]]:
+    """Infinity and NaN pass JSON Schema's bounds (NaN compares false with everything) but mean nothing as a
+    delay, a time-out or an amount of a resource, and JSON cannot carry them."""
+    fields: list[tuple[Path, Any]] = [(("timeout_s",), item.get("timeout_s"))]
+    for name in ("retry", "resources"):
+        group = item.get(name)
+        if isinstance(group, dict):
+            fields.extend(((name, k), v) for k, v in group.items())
+    return [(p, f"must be a finite number, not {v}") for p, v in fields
+            if isinstance(v, float) and not math.isfinite(v)]
+
+
 def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tuple[Path, str]]]:
     found: list[tuple[Path, str]] = []
     if not isinstance(item, (dict, abc.Mapping)):  # dict first: the ABC check alone costs more
@@ -247,6 +260,7 @@ def _check_one(item: Any, path: Path) -> tuple[ComputationSpec | None, list[tupl
             for p, msg in _schema_problems(err):
                 inputs_valid = inputs_valid and p[:1] != ("inputs",)
                 found.append((path + p, msg))
+    found.extend((path + p, msg) for p, msg in _non_finite(item))
     # Key rules beyond the schema ('..', control characters), checked even when other fields are wrong.
     output, inputs = item.get("output"), item.get("inputs")
     if isinstance(output, str) and output and not output.startswith(".gclo/"):

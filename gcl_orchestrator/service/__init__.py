@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .client import TOKEN_ENV
 from .feed import ChangeFeed
 
 if TYPE_CHECKING:
-    from .server import TOKEN_ENV, ApiServer, parse_address
+    from .server import ApiServer, parse_address
 
-_SERVER_NAMES = ("ApiServer", "TOKEN_ENV", "parse_address")
+_SERVER_NAMES = ("ApiServer", "parse_address")
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 from ..errors import ConfigError, GclError
+
 URL_ENV = "GCLO_API_URL"
 TOKEN_ENV = "GCLO_API_TOKEN"  # the token the API takes, and the client sends
 

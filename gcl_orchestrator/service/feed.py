@@ -1,10 +1,11 @@
 """The change feed: every state change of every computation, numbered, kept in a bounded window for the HTTP
 API's event stream (server-sent events) and its metrics. The loop thread appends; the API's threads read.
 
-An event's id is `RUN.SEQ`: RUN names this orchestrator process, SEQ counts from 1. A client that reconnects
-with `Last-Event-ID` gets every event after it while they are still kept; one whose id is of another run,
-or older than the window, is told to reload (a `reset` event) and then gets what follows. Nothing is lost without
-the client being told so.
+Changes are numbered `RUN.SEQ`: RUN names this orchestrator process, SEQ counts from 1; the stream sends them in
+messages of up to 1,000, each message's id the number of its last change. A client that reconnects with
+`Last-Event-ID` gets every change after it while they are still kept; one whose id is of another run, or older
+than the window, is told to reload (a `reset` event) and then gets what follows. Nothing is lost without the
+client being told so.
 """
 from __future__ import annotations
 

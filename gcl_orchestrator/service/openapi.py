@@ -110,7 +110,8 @@ def openapi_document() -> dict[str, Any]:
                     "application/json": {"schema": {"type": "object", "required": ["nodes", "edges"]}},
                     "text/plain": {"schema": {"type": "string"}}}}, **_errors(400, 401, 503)}}},
             "/v1/events": {"get": {
-                "summary": "server-sent events: `states` messages, each a JSON array of state changes; resumable with Last-Event-ID",
+                "summary": "server-sent events: `states` messages, each a JSON array of up to 1,000 state "
+                           "changes; resumable with Last-Event-ID",
                 "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "an endless event stream",
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},

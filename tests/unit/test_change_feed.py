@@ -86,22 +86,17 @@ class _Core:
         return SimpleNamespace(name=name, spec=spec, attempts=0, last_error=None, cancelled=False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(sizes=st.lists(st.integers(1, 7), min_size=1, max_size=12), window=st.integers(1, 20),
-       limit=st.integers(1, 9), gone=st.sets(st.integers(1, 84)), followed=st.sets(st.integers(0, 11)))
-def test_any_id_held_resumes_with_the_changes_after_it_in_order_across_batches(sizes, window, limit, gone,
-                                                                               followed):
+       limit=st.integers(1, 9), gone=st.sets(st.integers(1, 84)))
+def test_any_id_held_resumes_with_the_changes_after_it_in_order_across_batches(sizes, window, limit, gone):
     feed, core, seq = ChangeFeed(max_events=window, run="r"), _Core(), 0
-    reader = lambda: None  # noqa: E731
-    for i, size in enumerate(sizes):  # batches as the loop hands them over, each a list the feed keeps
+    for size in sizes:  # batches as the loop hands them over, each a list the feed keeps
         batch = []
         for _ in range(size):
             seq += 1
             batch.append(("gone" if seq in gone else f"c{seq}", State.READY, float(seq)))
-        if i in followed:  # someone follows the stream: the batch is rendered as it comes
-            feed.add_waker(reader)
         feed.watch(batch, core)
-        feed.remove_waker(reader)
     for last in range(0, seq + 1):
         changes, reset = feed.after(f"r.{last}", limit=limit)
         if reset:  # only an id the window no longer holds is told to reload

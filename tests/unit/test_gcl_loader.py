@@ -242,3 +242,15 @@ def test_a_message_with_thousands_of_problems_shows_the_first_and_says_how_many_
     assert len(err.value.problems) == 500
     assert "... and 450 more" in str(err.value) and len(str(err.value)) < 10_000
     assert "; and 490 more problems" in err.value.one_line()
+
+
+def test_an_infinite_or_nan_delay_time_out_or_resource_is_refused_naming_its_field():
+    text = ("computation: c\nhandler_type: h\ninputs: [a]\noutput: b\ntimeout_s: .nan\n"
+            "retry: {max_attempts: 3, initial_delay_s: .inf}\nresources: {gpu: .inf}\n")
+    with pytest.raises(SpecError) as err:
+        load_gcl(text)
+    message = str(err.value)
+    for field in ("timeout_s", "retry.initial_delay_s", "resources.gpu"):
+        assert field in message, message
+    assert "finite" in message
+    load_gcl(text.replace(".nan", "30").replace(".inf", "1000000000.0"))  # large is allowed

@@ -11,13 +11,16 @@ from gcl_orchestrator import jsonbytes
 @pytest.mark.parametrize("doc", [
     {"computation": "c", "error": "undecodable \udcff byte"},  # a lone surrogate, as surrogateescape leaves
     {"computation": "é", "at": 1.5, "inputs": ["a", "b"], "n": None},
-    {"attempts": 2 ** 70},
     [{"k": [1, 2]}, {"k": []}],
 ])
 def test_what_is_written_reads_back_the_same(doc):
     body = jsonbytes.dumps(doc)
     assert isinstance(body, bytes) and b", " not in body and b": " not in body
-    assert json.loads(body) == doc
+    assert jsonbytes.loads(body) == doc and json.loads(body) == doc
+
+
+def test_an_integer_beyond_64_bits_is_written_exactly():
+    assert json.loads(jsonbytes.dumps({"n": 2 ** 70})) == {"n": 2 ** 70}
 
 
 def test_a_key_that_is_not_a_string_is_written_as_the_standard_encoder_writes_it():
