@@ -41,7 +41,7 @@ class Change:
         doc: dict[str, Any] = {"computation": spec.computation, "state": STATE_TEXT[state], "at": self.at,
                                "published": self.published, "attempt": rec.attempts,
                                "handler_type": spec.handler_type, "output": spec.output,
-                               "inputs": inputs if len(inputs) <= SHOWN_INPUTS else inputs[:SHOWN_INPUTS]}
+                               "inputs": inputs[:SHOWN_INPUTS]}  # a tuple's whole slice is the tuple
         if len(inputs) > SHOWN_INPUTS:
             doc["inputs_count"] = len(inputs)
         if state in FAILED_STATES:
@@ -132,21 +132,18 @@ class ChangeFeed:
             if seq == self._seq:
                 return [], False
             record, out = self._record, []
-            at_seq = seq + 1
-            i = bisect.bisect_right(self._firsts, at_seq) - 1
-            while i < len(self._batches) and len(out) < limit:
+            start = bisect.bisect_right(self._firsts, seq + 1) - 1
+            offset = seq + 1 - self._firsts[start]  # into the batch holding seq + 1; later ones from their start
+            for i in range(start, len(self._batches)):
                 first, published, batch = self._firsts[i], self._published[i], self._batches[i]
-                offset = at_seq - first
-                while offset < len(batch) and len(out) < limit:
-                    end = min(len(batch), offset + limit - len(out))
-                    for n in range(offset, end):
-                        name, state, at = batch[n]
-                        rec = record(name)
-                        if rec is not None:  # else the computation has left the graph since: nothing to show
-                            out.append(Change(first + n, state, at, rec, published))
-                    offset = end
-                at_seq = first + offset
-                i += 1
+                for n in range(offset, len(batch)):
+                    name, state, at = batch[n]
+                    rec = record(name)
+                    if rec is not None:  # else the computation has left the graph since: nothing to show
+                        out.append(Change(first + n, state, at, rec, published))
+                        if len(out) == limit:
+                            return out, False
+                offset = 0
             return out, False
 
     def add_waker(self, wake: Callable[[], None]) -> None:
