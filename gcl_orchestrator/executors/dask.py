@@ -22,6 +22,11 @@ Conventions (README, "Scaling out"):
   waits, and rejoins when answered, so the work it waits for can run there.
 - Set `distributed.scheduler.allowed-failures` to 0 on the scheduler (dask-local does) so that a worker lost
   under a task ends the attempt as lost (counted and retried by the core) instead of being re-run by Dask.
+- Attempts go to Dask from the executor's thread, all those waiting in one graph per (priority, resources); the
+  attempt and its outcome travel pickled, as bytes, which Dask neither walks to size nor copies.
+- dask-local's workers run without Dask's statistical profiler (a stack sample every 10 ms) and without sizing
+  each message to choose whether to serialise it on another thread: on a small machine both cost more than the
+  handlers. Workers of a cluster of your own can be started the same way (README, "Scaling out").
 """
 from __future__ import annotations
 
@@ -165,10 +170,12 @@ def reply_queue(key: str) -> str:
     return f"{key}-replies"
 
 
-def run_attempt(task: Task, plugin_name: str, topic: str, key: str) -> object:
-    """The Dask task: one attempt, run by the worker side of runtime/ with the plugin's registry and store. The
-    outcome goes out on the run's topic, behind the attempt's other events and ahead of Dask's own word that the
-    task finished, so the orchestrator need not fetch it; it is also the task's result, for when it must."""
+def run_attempt(payload: bytes, plugin_name: str, topic: str, key: str) -> bytes:
+    """The Dask task: one attempt (`payload`: the Task, pickled), run by the worker side of runtime/ with the
+    plugin's registry and store. The outcome goes out on the run's topic, behind the attempt's other events and
+    ahead of Dask's own word that the task finished, so the orchestrator need not fetch it; it is also the task's
+    result (pickled), for when it must. Both travel as bytes, which Dask sizes and ships without walking them."""
+    task: Task = pickle.loads(payload)
     worker = get_worker()
     plugin = worker.plugins.get(plugin_name)
     where = worker.name if worker.name is not None else worker.address
@@ -188,7 +195,7 @@ def run_attempt(task: Task, plugin_name: str, topic: str, key: str) -> object:
     message = {"key": key, "outcome": encoded} if len(encoded) <= EVENT_MAX_BYTES else \
         {"key": key, "fetch": [task.spec.computation, task.attempt]}
     worker.log_event(topic, message)
-    return outcome
+    return encoded
 
 
 # --- the orchestrator side ---------------------------------------------------------------------------------------
@@ -244,9 +251,15 @@ class DaskExecutor(Executor):
         cluster = None
         if local is not None:
             # Every worker lost under a task is the core's to count; tasks go to workers as soon as they are
-            # submitted, so that a worker finishing one starts the next without asking the scheduler for it.
+            # submitted, so that a worker finishing one starts the next without asking the scheduler for it; no
+            # profiler and no message sizing on the workers (the nanny sets that variable in this process too,
+            # before each worker process it starts; nothing here reads it again).
             with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                                  "distributed.scheduler.worker-saturation": float("inf")}):
+                                  "distributed.scheduler.worker-saturation": float("inf"),
+                                  "distributed.worker.profile.enabled": False,
+                                  "distributed.nanny.pre-spawn-environ": {
+                                      **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+                                      "DASK_DISTRIBUTED__COMM__OFFLOAD": "False"}}):
                 cluster = distributed.LocalCluster(n_workers=local, threads_per_worker=1, processes=True,
                                                    host="127.0.0.1", dashboard_address=None,
                                                    silence_logs=logging.WARNING)
@@ -294,25 +307,50 @@ class DaskExecutor(Executor):
     # --- what the loop calls ---------------------------------------------------------------------------------
 
     def submit(self, task: Task) -> None:
+        self.submit_all((task,))
+
+    def submit_all(self, tasks: Sequence[Task]) -> None:
+        """Hands the tasks to the executor's thread, which gives Dask all the tasks waiting for it at once, in
+        one graph per (priority, resources): under load, a few scheduler messages carry many tasks."""
         assert self._emit is not None, "start() first"
-        ident = (task.spec.computation, task.attempt)
-        wanted = restrictions(task, self._affinity, self._declared)
-        if wanted and not self._placeable(task, wanted):
-            return
-        key = task_key(self._namespace, task)
-        with self._lock:
-            self._futures[ident] = _SUBMITTING  # its outcome may come before submit returns
-        try:
-            future = self._client.submit(run_attempt, task, self._plugin.name, self._topic, key, key=key,
-                                         resources=wanted or None, priority=int(task.priority * 1000), retries=0,
-                                         pure=False)
-        except Exception as exc:  # the client is closed: the scheduler is gone (the poll ends the executor)
-            self._settle(ident, ComputationFailed(*ident, f"could not hand it to Dask: {exc}"[:300],
-                                                  worker_lost=True))
+        ready = []
+        for task in tasks:
+            wanted = restrictions(task, self._affinity, self._declared)
+            if not wanted or self._placeable(task, wanted):
+                ready.append((task, wanted))
+        if not ready:
             return
         with self._lock:
-            if ident in self._futures:  # else settled already, by an outcome that came first
-                self._futures[ident] = future
+            for task, _ in ready:
+                self._futures[(task.spec.computation, task.attempt)] = _SUBMITTING
+        self._commands.put(("submit", ready))
+
+    def _hand_over(self, ready: Sequence[tuple[Task, Mapping[str, float]]]) -> None:
+        """On the executor's thread: the attempts still waiting to be handed to Dask (one settled meanwhile, by a
+        cancel or the executor stopping, is left out), grouped by what Dask is told about each."""
+        groups: dict[tuple[int, tuple[tuple[str, float], ...]], list[Task]] = {}
+        with self._lock:
+            for task, wanted in ready:
+                if self._futures.get((task.spec.computation, task.attempt)) is _SUBMITTING:
+                    groups.setdefault((int(task.priority * 1000), tuple(sorted(wanted.items()))), []).append(task)
+        for (priority, wanted), group in groups.items():
+            keys = [task_key(self._namespace, task) for task in group]
+            n = len(group)
+            try:
+                futures = self._client.map(run_attempt, [pickle.dumps(task) for task in group],
+                                           [self._plugin.name] * n, [self._topic] * n, keys, key=keys,
+                                           resources=dict(wanted) or None, priority=priority, retries=0, pure=False)
+            except Exception as exc:  # the client is closed: the scheduler is gone (the poll ends the executor)
+                for task in group:
+                    self._settle((task.spec.computation, task.attempt),
+                                 ComputationFailed(task.spec.computation, task.attempt,
+                                                   f"could not hand it to Dask: {exc}"[:300], worker_lost=True))
+                continue
+            with self._lock:
+                for task, future in zip(group, futures):
+                    ident = (task.spec.computation, task.attempt)
+                    if self._futures.get(ident) is _SUBMITTING:  # else settled already: its outcome came first
+                        self._futures[ident] = future
 
     def _placeable(self, task: Task, wanted: Mapping[str, float]) -> bool:
         """False (and the attempt failed for good) when no worker of this run ever offered `wanted`; logs, once
@@ -437,13 +475,16 @@ class DaskExecutor(Executor):
         self._emit(decoded)
 
     def _fetch(self, ident: tuple[str, int]) -> None:
-        """A task whose outcome did not come on the topic (too large, or late): its result says it."""
+        """A task whose outcome did not come on the topic (too large, or late): its result says it, fetched on
+        the client's callback thread so that this thread goes on handing work over meanwhile."""
         with self._lock:
             future = self._futures.get(ident)
-        if future is None or future is _SUBMITTING:
-            return
+        if future is not None and future is not _SUBMITTING:
+            future.add_done_callback(lambda done: self._fetched(ident, done))
+
+    def _fetched(self, ident: tuple[str, int], future: Any) -> None:
         try:
-            outcome = future.result(timeout=30)
+            outcome = pickle.loads(future.result(timeout=30))
         except Exception as exc:  # the result could not be fetched: its worker went away meanwhile
             outcome = ComputationFailed(*ident, f"lost the result with its Dask worker: {exc}", worker_lost=True)
         self._settle(ident, outcome)
@@ -464,33 +505,54 @@ class DaskExecutor(Executor):
         last_sweep = 0.0
         finished: dict[tuple[str, int], float] = {}  # attempts Dask says finished -> when it was first seen so
         while not self._stopping.is_set():
-            try:
-                kind, payload = self._commands.get(timeout=0.05)
-            except queue.Empty:
-                kind = ""
+            self._carry_out(self._drain(0.05))
             if time.monotonic() - last_sweep >= SWEEP_S:
                 last_sweep = time.monotonic()
                 self._sweep(finished)
+            if time.monotonic() - last_poll >= POLL_S:
+                last_poll = time.monotonic()
+                if not self._poll():
+                    return
+
+    def _drain(self, wait_s: float) -> list[tuple[str, Any]]:
+        """What the loop asked of this thread: waits up to `wait_s` for the first request, then takes every one
+        asked meanwhile."""
+        try:
+            commands = [self._commands.get(timeout=wait_s)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                commands.append(self._commands.get_nowait())
+            except queue.Empty:
+                return commands
+
+    def _carry_out(self, commands: Sequence[tuple[str, Any]]) -> None:
+        """The submissions among `commands` go to Dask together, ahead of the cancels, answers and fetches (which
+        concern attempts handed over before)."""
+        submissions = [item for kind, payload in commands if kind == "submit" for item in payload]
+        if submissions:
+            self._hand_over(submissions)
+        for kind, payload in commands:
             if kind == "fetch":
                 self._fetch(payload)
             elif kind == "cancel":
                 self._cancel(payload)
             elif kind == "deliver":
-                computation, attempt, message = payload
-                ident = (computation, attempt)
-                with self._lock:
-                    future = self._futures.get(ident)
-                    replies = self._replies.get(ident)
-                if future is not None and future is not _SUBMITTING:
-                    if replies is None:
-                        replies = distributed.Queue(reply_queue(future.key), client=self._client)
-                        with self._lock:
-                            self._replies[ident] = replies
-                    replies.put(pickle.dumps(message))
-            if time.monotonic() - last_poll >= POLL_S:
-                last_poll = time.monotonic()
-                if not self._poll():
-                    return
+                self._deliver(*payload)
+
+    def _deliver(self, computation: str, attempt: int, message: object) -> None:
+        ident = (computation, attempt)
+        with self._lock:
+            future = self._futures.get(ident)
+            replies = self._replies.get(ident)
+        if future is None or future is _SUBMITTING:
+            return  # it ended: the answer is dropped
+        if replies is None:
+            replies = distributed.Queue(reply_queue(future.key), client=self._client)
+            with self._lock:
+                self._replies[ident] = replies
+        replies.put(pickle.dumps(message))
 
     def _cancel(self, ident: tuple[str, int]) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 """The Dask executor's bookkeeping above a fake client: exactly one outcome per submitted attempt, whichever path
 reports it first (the run's Dask topic, the sweep of futures, a cancel), also when the outcome comes before
-`submit` returns; what each task asks of Dask. Real clusters are in tests/e2e/test_dask.py."""
+Dask has taken the task; what each task asks of Dask, and tasks waiting together handed over together. Real
+clusters are in tests/e2e/test_dask.py."""
 from __future__ import annotations
 
 import pickle
@@ -28,15 +29,20 @@ class FakeClient:
     def __init__(self, during_submit=None):
         self.during_submit = during_submit
         self.submitted = []
+        self.calls = []  # one per graph handed to Dask
 
     def scheduler_info(self, n_workers=-1):
         return {"workers": {"tcp://127.0.0.1:1": {"nthreads": 2, "resources": {"gpu": 1}}}}
 
-    def submit(self, fn, task, plugin, topic, task_key, **options):
-        self.submitted.append((task_key, options))
-        if self.during_submit is not None:
-            self.during_submit(task, topic, task_key)
-        return FakeFuture(task_key)
+    def map(self, fn, payloads, plugins, topics, task_keys, **options):
+        self.calls.append((list(task_keys), options))
+        futures = []
+        for payload, topic, task_key in zip(payloads, topics, task_keys):
+            self.submitted.append((task_key, options))
+            if self.during_submit is not None:
+                self.during_submit(pickle.loads(payload), topic, task_key)
+            futures.append(FakeFuture(task_key))
+        return futures
 
 
 def executor(client):
@@ -44,6 +50,11 @@ def executor(client):
     emitted = []
     ex._emit = emitted.append
     return ex, emitted
+
+
+def hand_over(ex):
+    """What the executor's thread does with what the loop asked of it."""
+    ex._carry_out(ex._drain(0))
 
 
 def task(name="c", attempt=1, **fields):
@@ -62,6 +73,7 @@ def test_an_outcome_that_comes_before_submit_returns_is_emitted_once_and_the_att
     ex, emitted = executor(client)
     box["ex"] = ex
     ex.submit(task())
+    hand_over(ex)
     assert emitted == [ComputationFailed("c", 1, "boom")]
     assert ex._futures == {}
     ex._on_event(outcome_event("c", 1, "again"))  # a duplicate on the topic
@@ -72,6 +84,7 @@ def test_an_outcome_that_comes_before_submit_returns_is_emitted_once_and_the_att
 def test_a_cancelled_attempt_reports_once_even_when_its_outcome_comes_later():
     ex, emitted = executor(FakeClient())
     ex.submit(task())
+    hand_over(ex)
     ex._cancel(("c", 1))
     ex._on_event(outcome_event("c", 1))
     assert emitted == [ComputationFailed("c", 1, "cancelled")]
@@ -82,16 +95,40 @@ def test_each_attempt_asks_dask_for_its_key_aged_priority_resources_and_no_retri
     client = FakeClient()
     ex, _ = executor(client)
     ex.submit(task(attempt=3, priority=50, resources={"gpu": 1}))
+    hand_over(ex)
     ((key, options),) = client.submitted
     assert key.endswith("-c-3")
-    assert options == {"key": key, "resources": {"gpu": 1.0}, "priority": int((50 - 100.0) * 1000),
+    assert options == {"key": [key], "resources": {"gpu": 1.0}, "priority": int((50 - 100.0) * 1000),
                        "retries": 0, "pure": False}
+
+
+def test_tasks_waiting_together_go_to_dask_in_one_graph_per_priority_and_resources():
+    client = FakeClient()
+    ex, emitted = executor(client)
+    ex.submit_all([task("a"), task("b"), task("g", resources={"gpu": 1})])
+    ex.submit(task("d"))
+    hand_over(ex)
+    assert [(len(keys), options["resources"]) for keys, options in client.calls] == [(3, None), (1, {"gpu": 1.0})]
+    assert [key.rsplit("-", 2)[-2] for keys, _ in client.calls for key in keys] == ["a", "b", "d", "g"]
+    assert set(ex._futures) == {("a", 1), ("b", 1), ("d", 1), ("g", 1)} and not emitted
+
+
+def test_an_attempt_settled_before_dask_took_it_is_never_handed_over_and_reports_once():
+    client = FakeClient()
+    ex, emitted = executor(client)
+    ex.submit(task())
+    ex._give_up("the scheduler went away")  # before the executor's thread got to the submission
+    hand_over(ex)
+    assert not client.submitted
+    assert emitted == [ComputationFailed("c", 1, "the executor stopped: the scheduler went away", worker_lost=True)]
+    assert ex._futures == {}
 
 
 def test_a_demand_no_worker_ever_offered_fails_at_once_saying_what_the_closest_offers():
     client = FakeClient()
     ex, emitted = executor(client)
     ex.submit(task(resources={"gpu": 2}))
+    hand_over(ex)
     (failed,) = emitted
     assert failed.permanent and not client.submitted
     assert failed.error == "asks for gpu=2 on one worker; no Dask worker seen offers that (closest: gpu=1)"
