@@ -208,8 +208,12 @@ class DaskExecutor(Executor):
     and carries cancels and replies, so that the loop never waits on Dask."""
 
     # Tasks queued in Dask per slot, so that a worker that finishes starts its next task without waiting for the
-    # orchestrator (Dask runs them in the core's aged-priority order, which each task carries).
-    prefetch = 8
+    # orchestrator (Dask runs them in the core's aged-priority order, which each task carries). Deep, because the
+    # orchestrator's process is what limits short handlers: while it is busy the workers go on, and what came
+    # meanwhile is then handled and handed over in bigger batches (32 ran the 1,002-computation bench fan-out
+    # about 15% faster than 8 on two cores). The cost: a worker that dies takes its queued tasks with it, each
+    # counted as one attempt lost with the worker (the core grants `lost_worker_retries` more for those).
+    prefetch = 32
 
     def __init__(self, client: Client, cluster: Any, target: str, handler_sources: Sequence[str],
                  handler_types: Collection[str], store_uri: str):
@@ -448,8 +452,8 @@ class DaskExecutor(Executor):
             if isinstance(exc, distributed.KilledWorker):
                 last = getattr(exc, "last_worker", None)
                 where = getattr(last, "address", last) or "a Dask worker"
-                outcome = ComputationFailed(*ident, f"lost with its worker: {where} died while running it",
-                                            worker_lost=True)
+                outcome = ComputationFailed(*ident, f"lost with its worker: {where} died while it ran or waited "
+                                                    f"there", worker_lost=True)
             else:
                 lost = "CommClosed" in type(exc).__name__
                 outcome = ComputationFailed(*ident, f"Dask: {type(exc).__name__}: {exc}"[:500], worker_lost=lost)

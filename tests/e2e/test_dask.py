@@ -111,8 +111,8 @@ def test_a_worker_killed_mid_run_loses_nothing_and_commits_every_output_once(clu
             proc.wait()
     assert proc.returncode == 0, err
     check_result(store, cluster)
-    assert re.search(r"attempt part:\d+ #1 failed: lost with its worker: tcp://127.0.0.1:\d+ died while running it; "
-                     r"attempt 2 in", err), err[-3000:]
+    assert re.search(r"attempt part:\d+ #1 failed: lost with its worker: tcp://127.0.0.1:\d+ died while it ran or "
+                     r"waited there; attempt 2 in", err), err[-3000:]
     assert "Dask worker left: tcp://127.0.0.1:" in err
 
 
