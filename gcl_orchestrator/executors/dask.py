@@ -23,7 +23,7 @@ Conventions (README, "Scaling out"):
 - Set `distributed.scheduler.allowed-failures` to 0 on the scheduler (dask-local does) so that a worker lost
   under a task ends the attempt as lost (counted and retried by the core) instead of being re-run by Dask.
 - Attempts go to Dask from the executor's thread, all those waiting in one graph per (priority, resources); the
-  attempt and its outcome travel pickled, as bytes, which Dask neither walks to size nor copies.
+  attempt and its outcome travel pickled, as bytes, which Dask sizes and ships without walking them.
 - dask-local's workers run without Dask's statistical profiler (a stack sample every 10 ms) and without sizing
   each message to choose whether to serialise it on another thread: on a small machine both cost more than the
   handlers. Workers of a cluster of your own can be started the same way (README, "Scaling out").
