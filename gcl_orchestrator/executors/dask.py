@@ -57,6 +57,8 @@ handler_log = logging.getLogger("gclo.handler")
 POLL_S = 1.0  # how often the scheduler is asked for its workers
 SCHEDULER_GONE_S = 30.0  # the scheduler unreachable this long ends the executor
 _SUBMITTING = object()  # an attempt handed to Dask whose future is not known yet
+LENT_PRIORITY = 2**31  # Dask's priority of an attempt on a slot lent by a handler waiting for it: before the
+#                        attempts queued on that worker (each else carries the core's priority times 1,000)
 SECEDE_AFTER_S = 0.5  # a handler waiting longer than this for an answer leaves its worker's thread pool
 EVENT_MAX_BYTES = 8192  # outcomes up to this size travel as Dask events; larger ones are fetched
 SWEEP_S = 0.2  # how often the futures in flight are looked at for outcomes that did not come on the topic
@@ -229,6 +231,7 @@ class DaskExecutor(Executor):
         self._lock = threading.Lock()
         self._futures: dict[tuple[str, int], Any] = {}  # in flight: its Dask future (or _SUBMITTING)
         self._replies: dict[tuple[str, int], Any] = {}  # the reply queues of attempts that were answered
+        self._fetching: set[tuple[str, int]] = set()  # attempts whose result is being fetched
         self._waiting_for: set[str] = set()  # demands already logged as waiting for a worker
         self._current: tuple[str, ...] = ()  # the workers there now
         self._offers_now: list[dict[str, float]] = []  # the resources each of them offers
@@ -256,8 +259,9 @@ class DaskExecutor(Executor):
         if local is not None:
             # Every worker lost under a task is the core's to count; tasks go to workers as soon as they are
             # submitted, so that a worker finishing one starts the next without asking the scheduler for it; no
-            # profiler and no message sizing on the workers (the nanny sets that variable in this process too,
-            # before each worker process it starts; nothing here reads it again).
+            # profiler and no message sizing on the workers (the nanny sets that variable in this process
+            # before each worker process it starts, so processes started here later inherit it too; only Dask
+            # reads it, and this process sizes no message after its cluster has started).
             with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                                   "distributed.scheduler.worker-saturation": float("inf"),
                                   "distributed.worker.profile.enabled": False,
@@ -336,7 +340,8 @@ class DaskExecutor(Executor):
         with self._lock:
             for task, wanted in ready:
                 if self._futures.get((task.spec.computation, task.attempt)) is _SUBMITTING:
-                    groups.setdefault((int(task.priority * 1000), tuple(sorted(wanted.items()))), []).append(task)
+                    priority = LENT_PRIORITY if task.lent else int(task.priority * 1000)
+                    groups.setdefault((priority, tuple(sorted(wanted.items()))), []).append(task)
         for (priority, wanted), group in groups.items():
             keys = [task_key(self._namespace, task) for task in group]
             n = len(group)
@@ -392,10 +397,14 @@ class DaskExecutor(Executor):
         self._stopping.set()
         with self._lock:
             left = list(self._futures.items())
-        for ident, future in left:
+        for ident, _ in left:
             self._settle(ident, ComputationFailed(*ident, "the orchestrator stopped before this attempt ended"))
-            if future is not _SUBMITTING:
-                future.cancel()
+        futures = [future for _, future in left if future is not _SUBMITTING]
+        if futures:
+            try:
+                self._client.cancel(futures)  # one message to the scheduler for all of them
+            except Exception as exc:
+                log.warning("could not cancel %d Dask task(s) at stop: %s", len(futures), exc)
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._closed = True
@@ -413,6 +422,7 @@ class DaskExecutor(Executor):
             if ident not in self._futures:
                 return False
             del self._futures[ident]
+            self._fetching.discard(ident)
             replies = self._replies.pop(ident, None)
         assert self._emit is not None
         self._emit(outcome)
@@ -483,8 +493,10 @@ class DaskExecutor(Executor):
         the client's callback thread so that this thread goes on handing work over meanwhile."""
         with self._lock:
             future = self._futures.get(ident)
-        if future is not None and future is not _SUBMITTING:
-            future.add_done_callback(lambda done: self._fetched(ident, done))
+            if future is None or future is _SUBMITTING or ident in self._fetching:
+                return  # settled, not handed over yet, or already being fetched
+            self._fetching.add(ident)
+        future.add_done_callback(lambda done: self._fetched(ident, done))
 
     def _fetched(self, ident: tuple[str, int], future: Any) -> None:
         try:
@@ -538,12 +550,16 @@ class DaskExecutor(Executor):
         if submissions:
             self._hand_over(submissions)
         for kind, payload in commands:
-            if kind == "fetch":
-                self._fetch(payload)
-            elif kind == "cancel":
-                self._cancel(payload)
-            elif kind == "deliver":
-                self._deliver(*payload)
+            try:
+                if kind == "fetch":
+                    self._fetch(payload)
+                elif kind == "cancel":
+                    self._cancel(payload)
+                elif kind == "deliver":
+                    self._deliver(*payload)
+            except Exception as exc:  # one request the scheduler refused does not lose the others drained with it
+                log.warning("Dask executor: could not %s for %s #%s: %s: %s", kind, payload[0], payload[1],
+                            type(exc).__name__, exc)
 
     def _deliver(self, computation: str, attempt: int, message: object) -> None:
         ident = (computation, attempt)

@@ -15,12 +15,21 @@ from ..e2e.test_dask import HANDLERS
 
 
 class FakeFuture:
-    def __init__(self, key):
+    def __init__(self, key, payload=None):
         self.key = key
+        self.payload = payload
         self.status = "pending"
+        self.callbacks = []
+        self.outcome = None
 
     def cancel(self):
         self.status = "cancelled"
+
+    def add_done_callback(self, callback):
+        self.callbacks.append(callback)
+
+    def result(self, timeout=None):
+        return pickle.dumps(self.outcome)
 
 
 class FakeClient:
@@ -30,6 +39,14 @@ class FakeClient:
         self.during_submit = during_submit
         self.submitted = []
         self.calls = []  # one per graph handed to Dask
+        self.cancelled = []  # one list per cancel call
+        self.futures = {}
+
+    def cancel(self, futures):
+        self.cancelled.append(list(futures))
+
+    def close(self, timeout=None):
+        pass
 
     def scheduler_info(self, n_workers=-1):
         return {"workers": {"tcp://127.0.0.1:1": {"nthreads": 2, "resources": {"gpu": 1}}}}
@@ -41,7 +58,8 @@ class FakeClient:
             self.submitted.append((task_key, options))
             if self.during_submit is not None:
                 self.during_submit(pickle.loads(payload), topic, task_key)
-            futures.append(FakeFuture(task_key))
+            futures.append(FakeFuture(task_key, payload))
+            self.futures[task_key] = futures[-1]
         return futures
 
 
@@ -110,6 +128,8 @@ def test_tasks_waiting_together_go_to_dask_in_one_graph_per_priority_and_resourc
     hand_over(ex)
     assert [(len(keys), options["resources"]) for keys, options in client.calls] == [(3, None), (1, {"gpu": 1.0})]
     assert [key.rsplit("-", 2)[-2] for keys, _ in client.calls for key in keys] == ["a", "b", "d", "g"]
+    for key, future in client.futures.items():  # each key carries its own attempt
+        assert key.endswith(f"-{pickle.loads(future.payload).spec.computation}-1")
     assert set(ex._futures) == {("a", 1), ("b", 1), ("d", 1), ("g", 1)} and not emitted
 
 
@@ -138,3 +158,53 @@ def test_a_large_outcome_is_announced_and_fetched_from_the_task_result():
     ex, _ = executor(FakeClient())
     ex._on_event((0.0, {"key": "k", "fetch": ["c", 1]}))
     assert ex._commands.get_nowait() == ("fetch", ("c", 1))
+
+
+def test_an_attempt_on_a_lent_slot_goes_before_everything_queued_on_dask():
+    client = FakeClient()
+    ex, _ = executor(client)
+    lent = task("w", priority=50)
+    ex.submit_all([task("a", priority=50), Task(lent.spec, 1, lent.store_uri, priority=lent.priority, lent=True)])
+    hand_over(ex)
+    priorities = {keys[0].rsplit("-", 2)[-2]: options["priority"] for keys, options in client.calls}
+    assert priorities["w"] > 2**30 > priorities["a"]
+
+
+def test_a_large_outcome_is_fetched_once_however_often_the_sweep_finds_it_finished():
+    client = FakeClient()
+    ex, emitted = executor(client)
+    ex.submit(task())
+    hand_over(ex)
+    (future,) = client.futures.values()
+    future.status = "finished"
+    for _ in range(3):
+        ex._fetch(("c", 1))
+    assert len(future.callbacks) == 1
+    future.outcome = ComputationFailed("c", 1, "large")
+    future.callbacks[0](future)
+    assert emitted == [ComputationFailed("c", 1, "large")] and ex._futures == {} and not ex._fetching
+
+
+def test_a_request_the_scheduler_refuses_does_not_lose_the_others_drained_with_it(monkeypatch):
+    ex, emitted = executor(FakeClient())
+    ex.submit_all([task("a"), task("b")])
+    hand_over(ex)
+
+    def refused(*args):
+        raise OSError("the scheduler refused")
+
+    monkeypatch.setattr(ex, "_deliver", refused)
+    ex.deliver("a", 1, "an answer")
+    ex.cancel("b", 1)
+    hand_over(ex)
+    assert emitted == [ComputationFailed("b", 1, "cancelled")]
+
+
+def test_stop_cancels_every_task_in_flight_in_one_request_and_reports_each_once():
+    client = FakeClient()
+    ex, emitted = executor(client)
+    ex.submit_all([task("a"), task("b")])
+    hand_over(ex)
+    ex.stop(grace_s=0)
+    assert [len(futures) for futures in client.cancelled] == [2]
+    assert sorted(e.computation for e in emitted) == ["a", "b"] and ex._futures == {}
