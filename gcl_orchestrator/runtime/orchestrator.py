@@ -57,7 +57,7 @@ from ..model import (
     metadata_get,
 )
 from ..gcl import RuleSet, what_follows
-from ..gcl.metadata import META_RUN, gcl_fingerprint
+from ..gcl.metadata import META_RUN, gcl_fingerprint, read_gcl_fields, valid_sidecar_key
 from ..journal import Journal, JournalConflict, Known, load_journal
 from ..sources.requests import RequestSource
 from ..supervise import start_thread
@@ -629,9 +629,11 @@ class Orchestrator:
         computation, or a spec in this very batch, produces (at restart the whole store is one batch)."""
         declared: dict[str, tuple[tuple[ComputationSpec, ...], str | None]] = {}
         outputs: set[str] = set()
+        read_sidecar = self._sidecars_read([s.metadata for s in objects if s.metadata is not None])
         for seen in objects:
             if seen.metadata is not None:
-                specs, error = self._what_follows(seen.key, seen.metadata, produced=True)
+                specs, error = what_follows(seen.key, seen.metadata, rules=self.rules, produced=True,
+                                            read_sidecar=read_sidecar)
                 declared[seen.key] = (specs, error)
                 outputs.update(s.output for s in specs)
         out = []
@@ -651,6 +653,30 @@ class Orchestrator:
     def _what_follows(self, key: str, metadata: Mapping[str, str] | None,
                       produced: bool) -> tuple[tuple[ComputationSpec, ...], str | None]:
         return what_follows(key, metadata, rules=self.rules, produced=produced, read_sidecar=self._read_sidecar)
+
+    def _sidecars_read(self, metadata: list[Mapping[str, str]]) -> Callable[[str], bytes | None]:
+        """A `read_sidecar` for this batch: the sidecars its objects' metadata name are read in parallel first when
+        there are many (a restart: every group head of a large tree keeps its GCL in one), the rest one by one."""
+        refs = sorted({ref for m in metadata if (ref := read_gcl_fields(m).ref) is not None and valid_sidecar_key(ref)})
+        if len(refs) < 8 or self.options.metadata_readers <= 1:
+            return self._read_sidecar
+
+        def fetch(ref: str) -> Any:
+            try:
+                return self._read_sidecar(ref)
+            except GclError as exc:
+                return exc
+        with ThreadPoolExecutor(min(self.options.metadata_readers, len(refs)), thread_name_prefix="gclo-gcl") as pool:
+            bodies = dict(zip(refs, pool.map(fetch, refs, chunksize=16)))
+
+        def read(ref: str) -> bytes | None:
+            if ref not in bodies:
+                return self._read_sidecar(ref)
+            body = bodies[ref]
+            if isinstance(body, GclError):
+                raise body  # what_follows reports it as the reason, as it would one raised by a read of its own
+            return body
+        return read
 
     def _read_sidecar(self, ref: str) -> bytes | None:
         try:

@@ -15,15 +15,18 @@ import threading
 import time
 import urllib.request
 import zlib
+from datetime import datetime
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import boto3
 import botocore.exceptions
+import botocore.session
 import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.utils import parse_timestamp
 
 from ..errors import (
     ConfigError,
@@ -158,6 +161,19 @@ class _DirectPut:
         self._pool.clear()
 
 
+def _timestamp(value: Any) -> Any:
+    """The timestamps of this client's responses. botocore reads each through dateutil, about 150 µs apiece here:
+    two thirds of the CPU of a listing, whose every object carries one (a listing of 30,000 objects spent 4.5 s
+    on them). S3's ISO 8601 timestamps (`2026-12-04T17:53:25.123Z`) are read by the standard library instead;
+    anything else (an HTTP date in a header) by botocore's own parser."""
+    if type(value) is str and value.endswith("Z") and "T" in value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return parse_timestamp(value)
+
+
 class S3ObjectStore(ObjectStore):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
                  client: Any = None, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0):
@@ -170,7 +186,9 @@ class S3ObjectStore(ObjectStore):
             config = Config(retries={"total_max_attempts": 1}, connect_timeout=connect_timeout_s,
                             read_timeout=read_timeout_s, max_pool_connections=32,
                             s3={"addressing_style": "path"} if endpoint_url else None)
-            session = boto3.session.Session()
+            core_session = botocore.session.get_session()
+            core_session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+            session = boto3.session.Session(botocore_session=core_session)
             client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
             credentials = session.get_credentials()
             if endpoint_url and credentials is not None and _direct_put_applies(client.meta.endpoint_url):

@@ -167,6 +167,25 @@ def test_requests_are_counted_by_operation(seaweedfs):
     assert store.requests == {"PutObject": 1, "HeadObject": 1, "GetObject": 1, "ListObjectsV2": 1}
 
 
+def test_a_listing_reads_its_timestamps_without_botocores_slow_parser(seaweedfs, monkeypatch):
+    import time
+
+    import botocore.parsers
+
+    from gcl_orchestrator.storage.s3 import _timestamp
+
+    def refused(value):  # what every client's parser uses unless told otherwise
+        raise AssertionError(f"botocore's own timestamp parser was asked for {value!r}")
+    monkeypatch.setattr(botocore.parsers, "DEFAULT_TIMESTAMP_PARSER", refused)
+    store = S3ObjectStore(new_bucket(seaweedfs.endpoint), endpoint_url=seaweedfs.endpoint)
+    store.put("a", b"1")
+    (listed,) = list(store.list())
+    assert abs(listed.modified - time.time()) < 120
+    assert abs(store.head("a").modified - listed.modified) < 2  # a header's HTTP date, the same instant
+    assert _timestamp("2026-12-04T17:53:25.123Z").timestamp() == 1796406805.123
+    assert _timestamp("Fri, 04 Dec 2026 17:53:25 GMT").timestamp() == 1796406805.0
+
+
 @pytest.fixture
 def no_proxy(monkeypatch):
     for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):

@@ -184,6 +184,31 @@ def test_gcl_in_a_sidecar_is_followed(store):
     assert result.exit_code == 0 and store.get("out/29").body == b"hello"
 
 
+def test_the_sidecars_of_many_objects_are_read_in_parallel_and_a_missing_one_refuses_only_its_object():
+    class Recording(MemoryObjectStore):
+        def get(self, key):
+            if key.startswith(".gclo/gcl/"):
+                threads.add(threading.current_thread().name)
+            return super().get(key)
+    threads: set[str] = set()
+    store = Recording(f"orch-{uuid.uuid4().hex[:8]}")
+    for g in range(10):
+        specs = [spec_from_mapping(step(f"g{g}:c{i}", "echo", [f"in/{g}.txt"], f"out/{g}/{i}", pad="p" * 60))
+                 for i in range(20)]
+        enc = encode_gcl(specs)
+        assert enc.sidecar_key is not None
+        if g != 3:  # the GCL of in/3.txt names a sidecar that was never written
+            enc.write_sidecar(store)
+        store.put(f"in/{g}.txt", f"v{g}".encode(), enc.metadata)
+    orch, result = run(store, push=False)  # every object found by the first listing: one batch
+    assert result.exit_code != 0  # a refused object fails the run
+    assert all(store.get(f"out/{g}/{i}").body == f"v{g}".encode() for g in range(10) if g != 3 for i in range(20))
+    assert not any(info.key.startswith("out/3/") for info in store.list())
+    (refused,) = [r for r in orch.core.rejections if r.source == "in/3.txt"]
+    assert "does not exist" in refused.reason
+    assert threads and all(name.startswith("gclo-gcl") for name in threads), threads
+
+
 def test_polling_finds_work_like_push_does(store):
     put(store, "n.txt", b"4", step("classify", "classify", ["n.txt"], "class.json"))
     _, result = run(store, push=False)
