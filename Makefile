@@ -74,10 +74,12 @@ bench-full: $(STAMP)
 	$(BIN)/python bench/run.py --full
 
 # At scale (README, "Speed"): a tree fan-out end to end at 10k and 100k computations, then restarts of the finished
-# store. SIZES=10000,100000,1000000 for the million.
+# store; a 30,000-part fan-in; the tree at 100k on a SeaweedFS of its own. SIZES=10000,100000,1000000 for the
+# million, SEAWEEDFS=0 to leave SeaweedFS out.
 SIZES ?= 10000,100000
+SEAWEEDFS ?= 100000
 bench-scale: $(STAMP)
-	$(BIN)/python bench/scale.py --sizes $(SIZES)
+	$(BIN)/python bench/scale.py --sizes $(SIZES) --seaweedfs $(SEAWEEDFS)
 
 # The fault suite: kill -9, lost workers, chaotic notifications, late writers, an S3 outage, on the local store and
 # SeaweedFS. Prints scenario, runs, faults, computations, lost, duplicated, re-executions (see README, "Reliability").
