@@ -559,16 +559,18 @@ class Orchestrator:
         due = [i for i, r in enumerate(first) if r is _HEAD]
         if not due:
             return first
-        keys = [created[i].key for i in due]
-        if len(keys) < 8 or self.options.metadata_readers <= 1:
-            outcomes = [self._head(k) for k in keys]
-        else:
-            with ThreadPoolExecutor(min(self.options.metadata_readers, len(keys)),
-                                    thread_name_prefix="gclo-head") as pool:
-                outcomes = list(pool.map(self._head, keys, chunksize=64))
+        outcomes = self._in_parallel(self._head, [created[i].key for i in due], "gclo-head", chunksize=64)
         for i, outcome in zip(due, outcomes):
             first[i] = self._after_head(created[i], outcome)
         return first
+
+    def _in_parallel(self, read: Callable[[str], Any], keys: list[str], thread_name: str,
+                     chunksize: int) -> list[Any]:
+        """`read(key)` of each key, in order: in `metadata_readers` threads when there are many keys."""
+        if len(keys) < 8 or self.options.metadata_readers <= 1:
+            return [read(k) for k in keys]
+        with ThreadPoolExecutor(min(self.options.metadata_readers, len(keys)), thread_name_prefix=thread_name) as pool:
+            return list(pool.map(read, keys, chunksize=chunksize))
 
     def _resolve(self, ev: ObjectCreated) -> Any:
         """An ObjectCreated to what was seen of the object, its metadata read where the event did not carry it
@@ -632,8 +634,7 @@ class Orchestrator:
         read_sidecar = self._sidecars_read([s.metadata for s in objects if s.metadata is not None])
         for seen in objects:
             if seen.metadata is not None:
-                specs, error = what_follows(seen.key, seen.metadata, rules=self.rules, produced=True,
-                                            read_sidecar=read_sidecar)
+                specs, error = self._what_follows(seen.key, seen.metadata, produced=True, read_sidecar=read_sidecar)
                 declared[seen.key] = (specs, error)
                 outputs.update(s.output for s in specs)
         out = []
@@ -650,24 +651,24 @@ class Orchestrator:
                 out.append(ObjectAvailable(key, specs, error, seen.etag, seen.identity, seen.run))
         return out
 
-    def _what_follows(self, key: str, metadata: Mapping[str, str] | None,
-                      produced: bool) -> tuple[tuple[ComputationSpec, ...], str | None]:
-        return what_follows(key, metadata, rules=self.rules, produced=produced, read_sidecar=self._read_sidecar)
+    def _what_follows(self, key: str, metadata: Mapping[str, str] | None, produced: bool,
+                      read_sidecar: Callable[[str], bytes | None] | None = None,
+                      ) -> tuple[tuple[ComputationSpec, ...], str | None]:
+        return what_follows(key, metadata, rules=self.rules, produced=produced,
+                            read_sidecar=read_sidecar or self._read_sidecar)
 
     def _sidecars_read(self, metadata: list[Mapping[str, str]]) -> Callable[[str], bytes | None]:
-        """A `read_sidecar` for this batch: the sidecars its objects' metadata name are read in parallel first when
-        there are many (a restart: every group head of a large tree keeps its GCL in one), the rest one by one."""
-        refs = sorted({ref for m in metadata if (ref := read_gcl_fields(m).ref) is not None and valid_sidecar_key(ref)})
-        if len(refs) < 8 or self.options.metadata_readers <= 1:
-            return self._read_sidecar
+        """A `read_sidecar` for this batch: the sidecars its objects' GCL is in are read first, in parallel when
+        there are many (a restart: every group head of a large tree keeps its GCL in one); any other, when asked."""
+        fields = [read_gcl_fields(m) for m in metadata]
+        refs = sorted({f.ref for f in fields if f.text is None and f.ref is not None and valid_sidecar_key(f.ref)})
 
         def fetch(ref: str) -> Any:
             try:
                 return self._read_sidecar(ref)
             except GclError as exc:
                 return exc
-        with ThreadPoolExecutor(min(self.options.metadata_readers, len(refs)), thread_name_prefix="gclo-gcl") as pool:
-            bodies = dict(zip(refs, pool.map(fetch, refs, chunksize=16)))
+        bodies = dict(zip(refs, self._in_parallel(fetch, refs, "gclo-gcl", chunksize=16)))
 
         def read(ref: str) -> bytes | None:
             if ref not in bodies:
