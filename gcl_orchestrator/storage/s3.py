@@ -3,7 +3,7 @@
 Errors are classified here (transient: connection trouble, 5xx, throttling; permanent: missing bucket, access
 denied, bad credentials) and retried only by `RetryingStore`: botocore's own retries are switched off so that
 there is one policy. Every request is counted by operation, through botocore's event hooks (and by hand for the
-direct write path, `_DirectPut`).
+direct write path, `_Direct`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import urllib.request
 import zlib
 from datetime import datetime
 from typing import Any, Callable, Iterator, Mapping, TypeVar
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote_plus, urlencode, urlsplit
+from xml.etree import ElementTree
 
 import boto3
 import botocore.exceptions
@@ -42,6 +43,7 @@ from ..interfaces import ObjectInfo, ObjectStore, StoredObject
 from ..model import RESERVED_PREFIX, check_key, header_value, normalize_metadata
 
 T = TypeVar("T")
+_Listed = tuple[str, str, int, float]  # a listed object: full key, ETag, size, modified
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
@@ -110,7 +112,7 @@ def _no_continue_for_small_bodies(request: Any, **_: Any) -> None:
         del request.headers["Expect"]
 
 
-def _direct_put_applies(endpoint: str) -> bool:
+def _direct_applies(endpoint: str) -> bool:
     """A plain-http endpoint with no proxy in the way: there the direct path sends what the client would. Over
     https the client's certificate settings (AWS_CA_BUNDLE, certifi) and through a proxy its proxy settings
     would have to be repeated, so those stay with the client."""
@@ -123,14 +125,18 @@ def _direct_put_applies(endpoint: str) -> bool:
     return bool(urllib.request.proxy_bypass(parts.hostname or ""))
 
 
-class _DirectPut:
-    """PutObject sent straight through urllib3 and signed by botocore's own SigV4 signer, for plain-http
-    endpoints (SeaweedFS, MinIO, LocalStack on this machine or the next): the one request every computation
-    makes. The client's request pipeline (parameter checks, endpoint rules, event hooks, response parsing) costs
-    about twice the CPU of this path per small PUT (bench/results/ has the figures). Same request on the wire (path-style URL, user
-    metadata headers, CRC32 checksum header, If-None-Match for create). Only success and "already exists" are
-    interpreted here; any other answer is the caller's cue to repeat the write through the client, whose errors
-    (and redirects) are the canonical ones."""
+class _Direct:
+    """PutObject and ListObjectsV2 sent straight through urllib3 and signed by botocore's own SigV4 signer, for
+    plain-http endpoints (SeaweedFS, MinIO, LocalStack on this machine or the next): the one request every
+    computation makes, and the listing a restart makes of every object. Same requests on the wire (path-style
+    URL, user metadata headers, CRC32 checksum header, If-None-Match for create; the listing's parameters).
+
+    The client's request pipeline (parameter checks, endpoint rules, event hooks, response parsing) costs about
+    twice the CPU of this path per small PUT (bench/results/ has the figures), and its XML parser 25 µs per
+    listed object where the standard library's takes 10 (listing 20,000 objects on SeaweedFS: 0.49 s of CPU
+    against 0.19 s, 0.72 s of wall time against 0.40 s). Only success and "already exists" are interpreted
+    here, and a listing page: any other answer is the caller's cue to repeat the request through the client,
+    whose errors (and redirects) are the canonical ones."""
 
     def __init__(self, credentials: Any, region: str, endpoint: str, bucket: str, connect_timeout_s: float,
                  read_timeout_s: float):
@@ -157,8 +163,52 @@ class _DirectPut:
         response = self._pool.request("PUT", url, body=body, headers=dict(request.headers.items()))
         return response.status, response.headers.get("ETag", "")
 
+    page_size = 1000  # keys a listing page holds (S3's most)
+
+    def list_page(self, prefix: str, start_after: str | None, token: str | None
+                  ) -> tuple[list[_Listed], str | None] | None:
+        """One ListObjectsV2 page: ([(key, etag, size, modified)], the next page's token or None), or None when
+        the server answered anything but a page. Keys are asked URL-encoded (as the client asks), so that any
+        key survives the XML (form-encoded: a space comes back as "+"). Raises urllib3.exceptions.HTTPError when
+        the server is not reached."""
+        params = {"list-type": "2", "encoding-type": "url", "prefix": prefix,
+                  "max-keys": str(self.page_size)}
+        if start_after is not None:
+            params["start-after"] = start_after
+        if token is not None:
+            params["continuation-token"] = token
+        url = self._base + "?" + "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+        request = AWSRequest("GET", url)
+        S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+        response = self._pool.request("GET", url, headers=dict(request.headers.items()))
+        if response.status != 200:
+            return None
+        try:
+            root = ElementTree.fromstring(response.data)
+            ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            if root.tag != ns + "ListBucketResult":
+                return None
+            url_encoded = root.findtext(ns + "EncodingType") == "url"
+            items = []
+            for entry in root.iterfind(ns + "Contents"):
+                key = entry.findtext(ns + "Key") or ""
+                stamp = entry.findtext(ns + "LastModified") or ""
+                items.append((unquote_plus(key) if url_encoded else key, (entry.findtext(ns + "ETag") or "").strip('"'),
+                              int(entry.findtext(ns + "Size") or 0), _timestamp(stamp).timestamp()))
+            truncated = (root.findtext(ns + "IsTruncated") or "").lower() == "true"
+            following = root.findtext(ns + "NextContinuationToken") if truncated else None
+        except (ElementTree.ParseError, ValueError, TypeError):
+            return None
+        if truncated and not following:
+            return None
+        return items, following
+
     def close(self) -> None:
         self._pool.clear()
+
+
+class _NotAPage(Exception):
+    """The server answered a direct listing with something other than a page."""
 
 
 def _timestamp(value: Any) -> Any:
@@ -181,7 +231,7 @@ class S3ObjectStore(ObjectStore):
         self.prefix = prefix
         self._explicit_endpoint = endpoint_url
         self._region = region
-        self._direct: _DirectPut | None = None
+        self._direct: _Direct | None = None
         if client is None:
             config = Config(retries={"total_max_attempts": 1}, connect_timeout=connect_timeout_s,
                             read_timeout=read_timeout_s, max_pool_connections=32,
@@ -191,8 +241,8 @@ class S3ObjectStore(ObjectStore):
             session = boto3.session.Session(botocore_session=core_session)
             client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
             credentials = session.get_credentials()
-            if endpoint_url and credentials is not None and _direct_put_applies(client.meta.endpoint_url):
-                self._direct = _DirectPut(credentials, client.meta.region_name or "us-east-1",
+            if endpoint_url and credentials is not None and _direct_applies(client.meta.endpoint_url):
+                self._direct = _Direct(credentials, client.meta.region_name or "us-east-1",
                                           client.meta.endpoint_url, bucket, connect_timeout_s, read_timeout_s)
         self.client = client
         client.meta.events.register("before-send.s3.PutObject", _no_continue_for_small_bodies)
@@ -369,31 +419,60 @@ class S3ObjectStore(ObjectStore):
         if not reserved and skip.startswith(full_prefix):
             ranges = [(None, skip), (skip + "~", None)]
 
-        def fetch() -> list[ObjectInfo]:
+        def pages(start_after: str | None) -> Iterator[list[_Listed]]:
+            args = {"Bucket": self.bucket, "Prefix": full_prefix}
+            if start_after is not None:
+                args["StartAfter"] = start_after
+            for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+                yield [(item["Key"], self._etag(item.get("ETag")), int(item.get("Size", 0)),
+                        item["LastModified"].timestamp()) for item in page.get("Contents", ())]
+
+        def fetch(page_source: Callable[[str | None], Iterator[list[_Listed]]]) -> list[ObjectInfo]:
             out = []
             for start_after, stop_at in ranges:
-                args = {"Bucket": self.bucket, "Prefix": full_prefix}
-                if start_after is not None:
-                    args["StartAfter"] = start_after
-                for page in self.client.get_paginator("list_objects_v2").paginate(**args):
-                    contents = page.get("Contents", ())
-                    for item in contents:
-                        if stop_at is not None and item["Key"] >= stop_at:
+                for page in page_source(start_after):
+                    for full, etag, size, modified in page:
+                        if stop_at is not None and full >= stop_at:
                             break
-                        key = item["Key"][len(self.prefix):]
+                        key = full[len(self.prefix):]
                         if not reserved and key.startswith(RESERVED_PREFIX):
                             continue
-                        etag = self._etag(item.get("ETag"))
-                        out.append(ObjectInfo(key, etag, int(item.get("Size", 0)),
-                                              item["LastModified"].timestamp(), None, etag))
+                        out.append(ObjectInfo(key, etag, size, modified, None, etag))
                     else:
                         continue
                     break  # reached stop_at: the rest of this range is not asked for
             return out
 
-        found = self._call(fetch)
+        found = None
+        if self._direct is not None:
+            try:
+                found = fetch(lambda start_after: self._direct_pages(full_prefix, start_after))
+            except _NotAPage:
+                found = None  # the server answered otherwise: the client asks again and says what it means
+        if found is None:
+            found = self._call(lambda: fetch(pages))
         found.sort(key=lambda info: info.key)  # already sorted on AWS; not every compatible server promises it
         return iter(found)
+
+    def _direct_pages(self, full_prefix: str, start_after: str | None) -> Iterator[list[_Listed]]:
+        """The pages of one listing through the direct path; raises _NotAPage at the first answer that is not."""
+        direct, token = self._direct, None
+        assert direct is not None
+        while True:
+            try:
+                page = direct.list_page(full_prefix, start_after, token)
+            except urllib3.exceptions.HTTPError as exc:
+                raise TransientStorageError(f"cannot reach {self.endpoint}: {exc}") from None
+            except botocore.exceptions.BotoCoreError as exc:  # signing: credentials that cannot be refreshed
+                raise self._translate(exc, None) from None
+            finally:
+                self._count("before-send.s3.ListObjectsV2")
+            if page is None:
+                raise _NotAPage()
+            items, token = page
+            yield items
+            if token is None:
+                return
 
     def delete(self, key: str) -> None:
         full = self._full(key)
