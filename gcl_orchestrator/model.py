@@ -122,6 +122,9 @@ def metadata_get(metadata: Mapping[str, str] | None, name: str) -> str | None:
     if not metadata:
         return None
     name = name.lower()
+    value = metadata.get(name)
+    if value is not None:
+        return value  # named as the stores and gcl-orchestrator name it
     for key, value in metadata.items():
         k = key.lower()
         if k.startswith("x-amz-meta-"):

@@ -136,17 +136,19 @@ class _TooBig(Exception):
     pass
 
 
-def _check_depth(data: Any) -> None:
-    """JSON has no aliases, so its size is bounded by the text; its depth is bounded here."""
+def _check_depth(data: Any, text: str) -> None:
+    """JSON has no aliases, so its size is bounded by the text; its depth is bounded here (at once when the text
+    has too few brackets to nest that deep: most of what metadata carries)."""
+    if text.count("{") + text.count("[") <= MAX_DEPTH:
+        return
     stack = [(data, 0)]
     while stack:
         value, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth >= MAX_DEPTH and value:  # a value below this one would be deeper than MAX_DEPTH
             raise SpecError([Problem("", f"document too large: nested deeper than {MAX_DEPTH} levels")])
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+        for child in (value.values() if isinstance(value, dict) else value):
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
 
 
 def _parse(text: str) -> tuple[list[Any], dict[Path, int], list[tuple[Path, str]]]:
@@ -160,7 +162,8 @@ def _parse(text: str) -> tuple[list[Any], dict[Path, int], list[tuple[Path, str]
         except (ValueError, RecursionError):
             pass  # maybe flow-style YAML: let the YAML parser say
         else:
-            _check_depth(data)
+            if isinstance(data, (dict, list)):
+                _check_depth(data, text)
             return [data], {}, []
     conv = _Converter()
     docs: list[Any] = []

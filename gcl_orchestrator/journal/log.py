@@ -24,7 +24,6 @@ rebuilt from the objects (`gclo run --rebuild` does that on purpose).
 """
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import logging
 import os
@@ -179,7 +178,7 @@ def apply_records(objects: dict[str, Known], records: Iterable[Mapping[str, Any]
         elif rec.get("t"):
             known = objects.get(rec["k"])
             if known is not None:
-                objects[rec["k"]] = dataclasses.replace(known, told=True)
+                objects[rec["k"]] = Known(known.etag, known.digest, known.metadata, True)
         else:
             objects[rec["k"]] = Known(rec["e"], rec.get("d"), rec["m"])
 

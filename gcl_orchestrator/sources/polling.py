@@ -22,8 +22,9 @@ def diff_listing(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
 
 
 class PollingSource(LoopingSource):
-    """Lists `store` every `interval_s` seconds. Objects modified less than `settle_s` ago are left for the
-    next round, so a file still being copied into a local directory is not reported half-written."""
+    """Lists `store` every `interval_s` seconds (or less often when a listing takes long); given the `initial`
+    listing, the first of its own comes an interval later. Objects modified less than `settle_s` ago are left for
+    the next round, so a file still being copied into a local directory is not reported half-written."""
 
     name = "poll"
 
@@ -37,6 +38,7 @@ class PollingSource(LoopingSource):
         self.settle_s = settle_s
         self._clock = clock
         self._known: dict[str, str] = dict(initial or {})
+        self._listed_at_start = initial is not None
 
     def scan(self) -> list[ObjectCreated | ObjectRemoved]:
         """One listing, diffed against the previous one (public for tests and one-shot reconciliation): what is
@@ -61,6 +63,10 @@ class PollingSource(LoopingSource):
 
     def _loop(self, emit: Emit) -> None:
         passes = 0
+        if self._listed_at_start:
+            # The listing it was given is its first pass: the next comes one interval later, not while the
+            # orchestrator still works through that listing (at a restart, a second listing of the whole store).
+            self._stopping.wait(self.interval_s)
         while not self._stopping.is_set():
             started = time.monotonic()
             try:

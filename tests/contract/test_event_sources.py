@@ -152,6 +152,25 @@ def test_polling_starts_from_a_known_listing_and_reports_changes_only(store_kind
     assert poll.scan() == []
 
 
+def test_polling_given_the_start_up_listing_lists_again_only_an_interval_later(tmp_path):
+    # The orchestrator's own listing at start-up is the first pass: a second one at once would list the whole
+    # store again while that listing is still being worked through.
+    store = make_store("memory", tmp_path)
+    first = store.put("old", b"1")
+    listed = []
+    real_list = store.list
+    store.list = lambda *a, **k: listed.append(time.monotonic()) or real_list(*a, **k)  # type: ignore[method-assign]
+    poll, got = PollingSource(store, interval_s=0.5, initial={"old": first.etag}), []
+    started = time.monotonic()
+    poll.start(got.append)
+    try:
+        store.put("new", b"2")
+        wait_until(lambda: got, timeout=5)
+    finally:
+        poll.stop()
+    assert [e.key for e in got] == ["new"] and listed[0] - started >= 0.45
+
+
 def test_polling_waits_for_files_still_being_written(tmp_path):
     store = LocalDirectoryStore(tmp_path / "s")
     now = [1000.0]

@@ -35,7 +35,7 @@ def test_the_scale_benchmark_runs_a_small_tree_and_its_restarts(tmp_path):
     fan_in = raw.pop("fan-in")
     seaweedfs = raw.pop("seaweedfs")  # the tree on a SeaweedFS of its own: its restart counts what it asked
     asked = seaweedfs["restart"]["journal"]["requests"]
-    assert asked["list"] >= 1 and "head" not in asked, asked  # one listing, no object read one by one
+    assert asked["ListObjectsV2"] >= 1 and "HeadObject" not in asked, asked  # a listing, no object read one by one
     assert any(row["figure"].startswith("SeaweedFS, ") and row["figure"].endswith("requests of that restart")
                for row in report["rows"])
     assert fan_in["parts"] == 300 and fan_in["restart"]["exit_code"] == 0 and fan_in["restart"]["reran"] == 0

@@ -254,3 +254,17 @@ def test_an_infinite_or_nan_delay_time_out_or_resource_is_refused_naming_its_fie
         assert field in message, message
     assert "finite" in message
     load_gcl(text.replace(".nan", "30").replace(".inf", "1000000000.0"))  # large is allowed
+
+
+@pytest.mark.parametrize("levels, refused", [(64, False), (65, True)])
+def test_one_line_json_nested_too_deep_is_refused_in_one_line(levels, refused):
+    params: object = 1  # at `levels` below the document: the document and levels - 1 mappings and lists above it
+    for i in range(levels - 1):
+        params = {"k": params} if i % 2 == levels % 2 else [params]
+    text = json.dumps({"computation": "c", "inputs": ["a"], "output": "b", "handler_type": "h", "params": params})
+    assert "\n" not in text
+    if refused:
+        with pytest.raises(SpecError, match="nested deeper than 64 levels"):
+            load_gcl(text)
+    else:
+        assert load_gcl(text)[0].computation == "c"
