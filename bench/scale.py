@@ -7,7 +7,8 @@ group head emits LEAVES leaves and a join over them. Handlers do nothing (bench/
 is the orchestration. Each size runs in a process of its own on the local store, 2 worker processes, so the
 orchestrator's peak memory (its resident set, workers not counted) belongs to that size alone.
 
-Figures per size:
+First this machine's speed today (a small CPU loop, a small file created and renamed), which every figure
+follows. Figures per size:
   rate        computations per second from start to the last result
   memory      the orchestrator's peak resident set, and per computation
   restart     `gclo run` on the finished store until it is idle again, with the journal, and with --rebuild
@@ -48,7 +49,7 @@ from gcl_orchestrator.devservers import SeaweedFS  # noqa: E402
 from gcl_orchestrator.gcl import encode_gcl, spec_from_mapping  # noqa: E402
 from gcl_orchestrator.runtime import tune_garbage_collection  # noqa: E402
 from gcl_orchestrator.storage import open_store  # noqa: E402
-from run import print_table  # noqa: E402  (bench/run.py, beside this file)
+from run import fmt, machine_context, print_table  # noqa: E402  (bench/run.py, beside this file)
 
 HANDLERS = str(HERE / "handlers.py")
 RESULTS = HERE / "results"
@@ -213,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    rows, raw = [], {}
+    # This machine's speed today first: every figure below follows it (a virtual machine's CPU has been twice as
+    # fast on one day as on another here), so runs of different days are compared through it
+    rows = [{"figure": m["figure"], "value": fmt(m["value"], m["unit"]), "target": "", "ok": None}
+            for m in machine_context()]
+    raw: dict = {}
 
     def one(what: list[str], env: dict[str, str] | None = None) -> dict | None:
         proc = subprocess.run([sys.executable, __file__, *what], capture_output=True, text=True, env=env)

@@ -3,7 +3,7 @@
 Errors are classified here (transient: connection trouble, 5xx, throttling; permanent: missing bucket, access
 denied, bad credentials) and retried only by `RetryingStore`: botocore's own retries are switched off so that
 there is one policy. Every request is counted by operation, through botocore's event hooks (and by hand for the
-direct write path, `_Direct`).
+direct path of small writes and listing pages, `_Direct`).
 """
 from __future__ import annotations
 
@@ -243,7 +243,7 @@ class S3ObjectStore(ObjectStore):
             credentials = session.get_credentials()
             if endpoint_url and credentials is not None and _direct_applies(client.meta.endpoint_url):
                 self._direct = _Direct(credentials, client.meta.region_name or "us-east-1",
-                                          client.meta.endpoint_url, bucket, connect_timeout_s, read_timeout_s)
+                                       client.meta.endpoint_url, bucket, connect_timeout_s, read_timeout_s)
         self.client = client
         client.meta.events.register("before-send.s3.PutObject", _no_continue_for_small_bodies)
         self.endpoint = client.meta.endpoint_url
