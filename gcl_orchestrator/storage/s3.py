@@ -369,14 +369,8 @@ class S3ObjectStore(ObjectStore):
                 key, str(expected), self.describe())
 
         if self._direct is not None and len(body) < SMALL_BODY:
-            try:
-                status, etag = self._direct.put(full, body, meta, condition)
-            except urllib3.exceptions.HTTPError as exc:
-                raise TransientStorageError(f"cannot reach {self.endpoint}: {exc}") from None
-            except botocore.exceptions.BotoCoreError as exc:  # signing: credentials that cannot be refreshed
-                raise self._translate(exc, key) from None
-            finally:
-                self._count("before-send.s3.PutObject")
+            direct = self._direct
+            status, etag = self._sent_direct("PutObject", key, lambda: direct.put(full, body, meta, condition))
             if 200 <= status < 300:
                 return ObjectInfo(key, self._etag(etag), len(body), time.time(), meta, self._etag(etag))
             if condition is not None and (status == 412 or (expected and status == 404)):
@@ -454,19 +448,24 @@ class S3ObjectStore(ObjectStore):
         found.sort(key=lambda info: info.key)  # already sorted on AWS; not every compatible server promises it
         return iter(found)
 
+    def _sent_direct(self, operation: str, key: str | None, send: Callable[[], T]) -> T:
+        """`send()`, a request through the direct path, counted as `operation`: a server not reached is a transient
+        error, a signing failure (credentials that cannot be refreshed) the client's error about `key`."""
+        try:
+            return send()
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientStorageError(f"cannot reach {self.endpoint}: {exc}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._translate(exc, key) from None
+        finally:
+            self._count("before-send.s3." + operation)
+
     def _direct_pages(self, full_prefix: str, start_after: str | None) -> Iterator[list[_Listed]]:
         """The pages of one listing through the direct path; raises _NotAPage at the first answer that is not."""
         direct, token = self._direct, None
         assert direct is not None
         while True:
-            try:
-                page = direct.list_page(full_prefix, start_after, token)
-            except urllib3.exceptions.HTTPError as exc:
-                raise TransientStorageError(f"cannot reach {self.endpoint}: {exc}") from None
-            except botocore.exceptions.BotoCoreError as exc:  # signing: credentials that cannot be refreshed
-                raise self._translate(exc, None) from None
-            finally:
-                self._count("before-send.s3.ListObjectsV2")
+            page = self._sent_direct("ListObjectsV2", None, lambda: direct.list_page(full_prefix, start_after, token))
             if page is None:
                 raise _NotAPage()
             items, token = page
